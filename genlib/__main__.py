@@ -1,0 +1,5 @@
+import sys
+
+from genlib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,245 @@
+"""Checkpoints are Hugging Face-style folders, written atomically, read from safetensors only.
+
+    my-run/
+      config.json        {"family": "vae", "format": 1, "model": {...}, "train": {...}}
+      model.safetensors  the weights (never a pickle)
+      metrics.json       what genlib.evaluation measured
+      samples.png        a preview grid
+      history.csv        the loss log, one row per step
+      README.md          a model card
+
+One loader (``load_model``) takes a shipped checkpoint name, a run the user trained, a local
+folder, or a Hugging Face hub id (downloaded with huggingface_hub when the machine is online).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from genlib.config import ConfigError
+from genlib.registry import UnknownFamilyError, get_family
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used; the message says why and what to do."""
+
+
+def shipped_dir() -> Path:
+    return Path(os.environ.get("GENLIB_CHECKPOINTS", REPO_ROOT / "checkpoints"))
+
+
+def runs_dir() -> Path:
+    """Where runs trained in the app or CLI land unless told otherwise."""
+    return Path(os.environ.get("GENLIB_RUNS_DIR", REPO_ROOT / "runs"))
+
+
+@dataclass
+class CheckpointInfo:
+    """What a folder says about itself, read without loading weights."""
+
+    path: Path
+    family: str
+    model_config: dict[str, Any]
+    train_config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    origin: str = "local"  # shipped | run | local | hub
+    kind: str = "generative"  # or "evaluator"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def preview(self) -> Path | None:
+        p = self.path / "samples.png"
+        return p if p.exists() else None
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def save_folder(folder: str | Path, module: nn.Module, meta: dict[str, Any],
+                extra_files: dict[str, str | bytes] | None = None) -> Path:
+    """Write weights + config.json (+ extra files) into ``folder`` atomically.
+
+    Everything is written to a temporary sibling first and renamed into place, so a crash or a
+    full disk never leaves a half-written checkpoint under the final name.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        # contiguous clones: safetensors refuses shared or strided storage
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        (tmp / CONFIG_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **meta}, indent=2, sort_keys=True))
+        for name, content in (extra_files or {}).items():
+            mode = "wb" if isinstance(content, bytes) else "w"
+            with open(tmp / name, mode) as fh:
+                fh.write(content)
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def write_extra(folder: str | Path, name: str, content: str | bytes) -> None:
+    """Atomically add or replace one side file (metrics.json, samples.png) of a checkpoint."""
+    folder = Path(folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
+    with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as fh:
+        fh.write(content)
+    os.replace(tmp, folder / name)
+
+
+# -- finding -----------------------------------------------------------------------------------------
+def resolve(source: str | Path) -> tuple[Path, str]:
+    """Turn a user's source into a local folder and its origin.
+
+    Order: an existing path; a shipped checkpoint name; a run name; a hub id ``owner/name``.
+    """
+    text = str(source).strip()
+    if not text:
+        raise CheckpointError("no checkpoint given")
+    path = Path(text).expanduser()
+    if path.is_file():
+        if path.suffix in PICKLE_SUFFIXES or _looks_pickled(path):
+            raise CheckpointError(f"{path.name} is a pickle-based file; genlib never unpickles weights. "
+                                  "Convert it to a folder with model.safetensors and config.json.")
+        raise CheckpointError(f"{path} is a file; give the checkpoint folder that contains {CONFIG_FILE}")
+    if path.is_dir():
+        return path, "local"
+    for root, origin in ((shipped_dir(), "shipped"), (runs_dir(), "run")):
+        if (root / text).is_dir() and "/" not in text:
+            return root / text, origin
+    if HUB_ID.match(text):
+        return _download(text), "hub"
+    raise CheckpointError(f"no checkpoint called {text!r}: not a folder, not a shipped or trained run, "
+                          "and not a Hugging Face id of the form owner/name")
+
+
+def _looks_pickled(path: Path) -> bool:
+    head = path.open("rb").read(4)
+    return head[:1] == b"\x80" or head[:2] == b"PK"  # pickle protocol 2+, or torch's zip container
+
+
+def _download(repo_id: str) -> Path:
+    """Fetch a hub repo's safetensors folder (no pickles, no code) into the local HF cache."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.png", "*.md", "*.csv",
+                                                               "*.txt"]))
+    except LocalEntryNotFoundError:
+        raise CheckpointError(f"could not download {repo_id!r} from the Hugging Face Hub: this machine is offline "
+                              "and the model is not in the local cache") from None
+    except HfHubHTTPError as err:
+        raise CheckpointError(f"the Hugging Face Hub refused {repo_id!r}: {str(err).splitlines()[0]}") from None
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"could not fetch {repo_id!r} from the Hugging Face Hub: {err}") from None
+
+
+def read_info(folder: str | Path, origin: str = "local") -> CheckpointInfo:
+    """Read config.json and metrics.json of a folder; raise CheckpointError if unusable."""
+    folder = Path(folder)
+    cfg_path = folder / CONFIG_FILE
+    if not cfg_path.exists():
+        pickles = [p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES]
+        hint = f" It holds {', '.join(pickles)}: pickled weights are refused." if pickles else ""
+        raise CheckpointError(f"{folder} is not a genlib checkpoint: {CONFIG_FILE} is missing.{hint}")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{cfg_path} is corrupt (not valid JSON: {err})") from None
+    if not isinstance(meta, dict) or "family" not in meta or "model" not in meta:
+        raise CheckpointError(f"{cfg_path} was not written by genlib (no 'family'/'model' entries); "
+                              "it may belong to another library")
+    metrics = {}
+    if (folder / "metrics.json").exists():
+        try:
+            metrics = json.loads((folder / "metrics.json").read_text())
+        except json.JSONDecodeError:
+            metrics = {}
+    return CheckpointInfo(folder, str(meta["family"]), meta["model"], meta.get("train", {}), metrics, origin,
+                          str(meta.get("kind", "generative")))
+
+
+def list_checkpoints(family: str | None = None, include_evaluators: bool = False) -> list[CheckpointInfo]:
+    """Shipped checkpoints, then the user's runs; unreadable folders are skipped.
+
+    Evaluators (the digit classifier) are not generative models and are left out unless asked.
+    """
+    found = []
+    for root, origin in ((shipped_dir(), "shipped"), (runs_dir(), "run")):
+        if not root.is_dir():
+            continue
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            try:
+                info = read_info(folder, origin)
+            except CheckpointError:
+                continue
+            if info.kind == "evaluator" and not include_evaluators:
+                continue
+            if family is None or info.family == family:
+                found.append(info)
+    return found
+
+
+# -- loading -------------------------------------------------------------------------------------------
+def load_state(folder: Path, module: nn.Module) -> None:
+    """Fill ``module`` from folder/model.safetensors; strict, with clear errors."""
+    weights = folder / WEIGHTS_FILE
+    if not weights.exists():
+        pickles = [p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES]
+        if pickles:
+            raise CheckpointError(f"{folder} has only pickled weights ({', '.join(pickles)}); genlib loads "
+                                  "safetensors only and never unpickles")
+        raise CheckpointError(f"{folder} has no {WEIGHTS_FILE}")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{weights} is corrupt or truncated ({err})") from None
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise CheckpointError(f"the weights in {weights} do not fit the model in config.json ({first})") from None
+
+
+def load_model(source: str | Path, *, expect_family: str | None = None, device: str | torch.device = "cpu"):
+    """Load any checkpoint: returns (model in eval mode, CheckpointInfo)."""
+    folder, origin = resolve(source)
+    info = read_info(folder, origin)
+    if expect_family and info.family != expect_family:
+        raise CheckpointError(f"{info.name} is a {info.family!r} checkpoint, not {expect_family!r}")
+    try:
+        cls = get_family(info.family)
+        model = cls(cls.Config.from_dict(info.model_config))
+    except (UnknownFamilyError, ConfigError) as err:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: {err}") from None
+    load_state(folder, model)
+    return model.to(device).eval(), info

@@ -1,0 +1,250 @@
+"""Autoencoders on 28x28 digits: plain AE, denoising AE, VAE and conditional VAE.
+
+All four share one small convolutional encoder/decoder:
+
+    x (B,1,28,28) -conv s2-> (B,w,14,14) -conv s2-> (B,2w,7,7) -fc-> (B,hidden) -fc-> code
+    code -fc-> (B,hidden) -fc-> (B,2w,7,7) -deconv-> (B,w,14,14) -deconv-> logits (B,1,28,28)
+
+The VAE's code is (mu, logvar); the conditional VAE appends a one-hot label to the encoder's
+features and to z. Decoders emit logits; images are ``sigmoid(logits)``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genlib.config import setting
+from genlib.data import corrupt
+from genlib.model import GenerativeModel, ModelConfig, StepOutput
+from genlib.registry import register
+
+LOG2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class AEConfig(ModelConfig):
+    latent_dim: int = setting(16, "size of the latent code z", min=2, max=128)
+    width: int = setting(32, "channels of the first conv layer (the second has twice as many)", min=4, max=128)
+    hidden: int = setting(256, "units of the fully connected layer", min=16, max=2048)
+    loss: str = setting("bce", "reconstruction loss: per-pixel binary cross-entropy or squared error",
+                        choices=("bce", "mse"))
+    mse_sigma: float = setting(0.1, "std of the Gaussian decoder that the MSE loss assumes", min=0.01, max=1.0)
+
+
+@dataclass(frozen=True)
+class DAEConfig(AEConfig):
+    noise_std: float = setting(0.5, "std of the Gaussian noise added to inputs in training", min=0.0, max=2.0)
+
+
+@dataclass(frozen=True)
+class VAEConfig(AEConfig):
+    beta: float = setting(1.0, "weight of the KL term (beta-VAE); 1 is the true ELBO", min=0.0, max=100.0)
+    kl_warmup_steps: int = setting(0, "ramp beta up from 0 over this many steps", min=0, max=100_000)
+
+
+@dataclass(frozen=True)
+class CVAEConfig(VAEConfig):
+    num_classes: int = setting(10, "number of classes to condition on", min=2, max=100)
+
+
+class _Encoder(nn.Module):
+    def __init__(self, width: int, hidden: int, out: int, extra: int):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, width, 4, 2, 1), nn.SiLU(),
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.SiLU(), nn.Flatten(),
+        )
+        self.fc = nn.Sequential(nn.Linear(2 * width * 49 + extra, hidden), nn.SiLU(), nn.Linear(hidden, out))
+
+    def forward(self, x: Tensor, extra: Tensor | None) -> Tensor:
+        h = self.conv(x)
+        if extra is not None:
+            h = torch.cat([h, extra], dim=1)
+        return self.fc(h)
+
+
+class _Decoder(nn.Module):
+    def __init__(self, width: int, hidden: int, code: int):
+        super().__init__()
+        self.width = width
+        self.fc = nn.Sequential(nn.Linear(code, hidden), nn.SiLU(), nn.Linear(hidden, 2 * width * 49), nn.SiLU())
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.SiLU(),
+            nn.ConvTranspose2d(width, 1, 4, 2, 1),
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.deconv(self.fc(z).view(-1, 2 * self.width, 7, 7))  # logits (B,1,28,28)
+
+
+@register("ae")
+class Autoencoder(GenerativeModel):
+    """A deterministic autoencoder. It samples by drawing z from a Gaussian fitted to the
+    training codes after training (a plain AE has no prior of its own)."""
+
+    Config = AEConfig
+    abilities = frozenset({"encode", "decode", "reconstruct"})
+    description = "Plain autoencoder; samples from a Gaussian fitted to its training codes"
+    code_factor = 1  # encoder outputs code_factor * latent_dim numbers
+
+    def __init__(self, config: AEConfig):
+        super().__init__(config)
+        c = config
+        extra = self.num_classes if self.conditional else 0
+        self.encoder = _Encoder(c.width, c.hidden, self.code_factor * c.latent_dim, extra)
+        self.decoder = _Decoder(c.width, c.hidden, c.latent_dim + extra)
+        # Gaussian over codes, fitted in on_train_end; standard normal until then.
+        self.register_buffer("prior_mean", torch.zeros(c.latent_dim))
+        self.register_buffer("prior_scale_tril", torch.eye(c.latent_dim))
+
+    # -- conditioning --------------------------------------------------------------------------
+    def _onehot(self, labels: Tensor | None, n: int) -> Tensor | None:
+        if not self.conditional:
+            return None
+        if labels is None:
+            raise ValueError(f"{self.family} is conditional: pass labels (one per image)")
+        labels = labels.to(self.device).long()
+        if labels.shape != (n,) or labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(f"labels must be {n} integers in 0..{self.num_classes - 1}")
+        return F.one_hot(labels, self.num_classes).float()
+
+    def _decode_logits(self, z: Tensor, labels: Tensor | None) -> Tensor:
+        onehot = self._onehot(labels, z.shape[0])
+        return self.decoder(z if onehot is None else torch.cat([z, onehot], dim=1))
+
+    # -- abilities -----------------------------------------------------------------------------
+    def encode(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Codes (B,latent_dim) for images (B,1,28,28); the posterior mean for VAEs."""
+        return self.encoder(x, self._onehot(labels, x.shape[0]))[:, : self.config.latent_dim]
+
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Images (B,1,28,28) in [0,1] for codes (B,latent_dim)."""
+        return torch.sigmoid(self._decode_logits(z, labels))
+
+    def reconstruct(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.decode(self.encode(x, labels), labels)
+
+    def reconstruction_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Per-image reconstruction loss (B,), summed over pixels (nats for the VAE decoders)."""
+        if self.config.loss == "bce":
+            per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        else:
+            sigma = self.config.mse_sigma
+            per_pixel = 0.5 * ((torch.sigmoid(logits) - target) / sigma) ** 2 + math.log(sigma * math.sqrt(2 * math.pi))
+        return per_pixel.flatten(1).sum(1)
+
+    # -- training ------------------------------------------------------------------------------
+    def model_input(self, x: Tensor) -> Tensor:
+        """What the encoder sees in training (the denoising AE corrupts it)."""
+        return x
+
+    def training_step(self, batch: tuple[Tensor, Tensor], step: int) -> StepOutput:
+        x, y = batch
+        labels = y if self.conditional else None
+        logits = self._decode_logits(self.encode(self.model_input(x), labels), labels)
+        recon = self.reconstruction_loss(logits, x).mean()
+        return StepOutput(recon, {"loss": recon.item(), "recon": recon.item()})
+
+    @torch.no_grad()
+    def on_train_end(self, train_images: Tensor, train_labels: Tensor) -> None:
+        codes = torch.cat([self.encode(xb.to(self.device), yb.to(self.device) if self.conditional else None)
+                           for xb, yb in zip(train_images.split(512), train_labels.split(512))])
+        cov = torch.cov(codes.T) + 1e-4 * torch.eye(codes.shape[1], device=codes.device)
+        self.prior_mean.copy_(codes.mean(0))
+        self.prior_scale_tril.copy_(torch.linalg.cholesky(cov))
+
+    # -- sampling ------------------------------------------------------------------------------
+    def sample_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """z (n,latent_dim) from the model's prior."""
+        eps = torch.randn((n, self.config.latent_dim), generator=generator).to(self.device)
+        return self.prior_mean + eps @ self.prior_scale_tril.T
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None, labels: Tensor | None = None,
+               callback: Callable[[dict], None] | None = None) -> Tensor:
+        if self.conditional and labels is None:
+            labels = self.default_labels(n)
+        images = self.decode(self.sample_latents(n, generator), labels)
+        if callback is not None:
+            callback({"step": 0, "x0": images})
+        return images
+
+
+@register("dae")
+class DenoisingAutoencoder(Autoencoder):
+    """An autoencoder trained to undo Gaussian pixel noise."""
+
+    Config = DAEConfig
+    abilities = frozenset({"encode", "decode", "reconstruct", "denoise"})
+    description = "Denoising autoencoder: learns to remove Gaussian pixel noise"
+
+    def model_input(self, x: Tensor) -> Tensor:
+        return corrupt(x, self.config.noise_std)
+
+    def denoise(self, noisy: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.reconstruct(noisy, labels)
+
+
+@register("vae")
+class VAE(Autoencoder):
+    """Variational autoencoder with a standard normal prior and a diagonal Gaussian posterior."""
+
+    Config = VAEConfig
+    abilities = frozenset({"encode", "decode", "reconstruct", "log_likelihood"})
+    description = "Variational autoencoder (beta and BCE/MSE selectable)"
+    code_factor = 2
+
+    def posterior(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(mu, logvar), each (B,latent_dim)."""
+        mu, logvar = self.encoder(x, self._onehot(labels, x.shape[0])).chunk(2, dim=1)
+        return mu, logvar.clamp(-12, 8)
+
+    def _elbo_terms(self, x: Tensor, labels: Tensor | None, generator: torch.Generator | None = None):
+        mu, logvar = self.posterior(x, labels)
+        eps = torch.randn(mu.shape, generator=generator).to(mu.device) if generator is not None else torch.randn_like(mu)
+        z = mu + eps * torch.exp(0.5 * logvar)
+        recon = self.reconstruction_loss(self._decode_logits(z, labels), x)      # (B,)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)               # (B,)
+        return recon, kl
+
+    def training_step(self, batch: tuple[Tensor, Tensor], step: int) -> StepOutput:
+        x, y = batch
+        recon, kl = self._elbo_terms(x, y if self.conditional else None)
+        warm = self.config.kl_warmup_steps
+        beta = self.config.beta * (min(1.0, (step + 1) / warm) if warm else 1.0)
+        loss = recon.mean() + beta * kl.mean()
+        return StepOutput(loss, {"loss": loss.item(), "recon": recon.mean().item(), "kl": kl.mean().item(),
+                                 "beta": beta})
+
+    @torch.no_grad()
+    def on_train_end(self, train_images: Tensor, train_labels: Tensor) -> None:
+        """A VAE samples from its own N(0,I) prior: nothing to fit."""
+
+    @torch.no_grad()
+    def bits_per_dim(self, x: Tensor, labels: Tensor | None = None,
+                     generator: torch.Generator | None = None) -> Tensor:
+        """Negative ELBO per image in bits/dim (B,): an upper bound on -log p(x).
+
+        BCE: the Bernoulli decoder's bound on pixel intensities. MSE: a Gaussian density on
+        [0,1], discretised to 256 levels (adds 8 bits/dim), so both are bits per 8-bit pixel.
+        """
+        recon, kl = self._elbo_terms(x, labels, generator)
+        dims = x[0].numel()
+        bpd = (recon + kl) / (dims * LOG2)
+        return bpd + 8.0 if self.config.loss == "mse" else bpd
+
+    likelihood_is_bound = True
+
+
+@register("cvae")
+class ConditionalVAE(VAE):
+    """A VAE whose encoder and decoder both see the digit's class."""
+
+    Config = CVAEConfig
+    conditional = True
+    description = "Conditional VAE: choose which digit to draw"

