@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The README's test command: install the test extras (and Debian's Chromium for the browser
+# tests when it is missing), then run the whole suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${GENLIB_CHROMIUM:-}" ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+  else
+    echo "The browser tests need Chromium: install it, or set GENLIB_CHROMIUM=/path/to/chromium" >&2
+    exit 1
+  fi
+fi
+python -m pytest "$@"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The exact commands that made every shipped checkpoint, on a 2-core CPU (no GPU).
+# One torch thread per run: two runs side by side beat one run fighting over both cores.
+# Usage: bash scripts/train_shipped.sh [name ...]   (default: all, in this order)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+run() { echo "== $1"; shift; time "$@"; }
+want() { [ $# -eq 0 ] || [[ " ${ALL[*]} " == *" $1 "* ]]; }
+ALL=("$@")
+want digit-classifier && run digit-classifier python -m genlib train-evaluator --out checkpoints/digit-classifier --epochs 15
+want vae-mnist    && run vae-mnist    python -m genlib train vae  --out checkpoints/vae-mnist    --epochs 150 --kl-warmup-steps 1000 --ema-decay 0.999
+want vae-2d-mnist && run vae-2d-mnist python -m genlib train vae  --out checkpoints/vae-2d-mnist --latent-dim 2 --epochs 100 --kl-warmup-steps 1000 --ema-decay 0.999
+want cvae-mnist   && run cvae-mnist   python -m genlib train cvae --out checkpoints/cvae-mnist   --epochs 150 --kl-warmup-steps 1000 --ema-decay 0.999
+want ae-mnist     && run ae-mnist     python -m genlib train ae   --out checkpoints/ae-mnist     --epochs 100 --ema-decay 0.999
+want dae-mnist    && run dae-mnist    python -m genlib train dae  --out checkpoints/dae-mnist    --epochs 100 --noise-std 0.5 --ema-decay 0.999
