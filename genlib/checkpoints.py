@@ -17,7 +17,7 @@ import json
 import os
 import re
 import shutil
-import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,12 +83,15 @@ def save_folder(folder: str | Path, module: nn.Module, meta: dict[str, Any],
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    # A plain mkdir, so the umask applies (tempfile.mkdtemp would make the checkpoint private, 0700).
+    tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:12]}")
+    tmp.mkdir()
     try:
         # contiguous clones: safetensors refuses shared or strided storage
         state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **meta}, indent=2, sort_keys=True))
+        shutil.copymode(tmp / CONFIG_FILE, tmp / WEIGHTS_FILE)  # safetensors writes 0600; match the others
         for name, content in (extra_files or {}).items():
             mode = "wb" if isinstance(content, bytes) else "w"
             with open(tmp / name, mode) as fh:
@@ -109,10 +112,13 @@ def save_folder(folder: str | Path, module: nn.Module, meta: dict[str, Any],
 def write_extra(folder: str | Path, name: str, content: str | bytes) -> None:
     """Atomically add or replace one side file (metrics.json, samples.png) of a checkpoint."""
     folder = Path(folder)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
-    with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as fh:
-        fh.write(content)
-    os.replace(tmp, folder / name)
+    tmp = folder / f".{name}.tmp-{uuid.uuid4().hex[:12]}"  # open(), not mkstemp: the umask applies
+    try:
+        with open(tmp, "wb" if isinstance(content, bytes) else "w") as fh:
+            fh.write(content)
+        os.replace(tmp, folder / name)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # -- finding -----------------------------------------------------------------------------------------
@@ -142,7 +148,8 @@ def resolve(source: str | Path) -> tuple[Path, str]:
 
 
 def _looks_pickled(path: Path) -> bool:
-    head = path.open("rb").read(4)
+    with path.open("rb") as fh:
+        head = fh.read(4)
     return head[:1] == b"\x80" or head[:2] == b"PK"  # pickle protocol 2+, or torch's zip container
 
 
@@ -182,7 +189,9 @@ def read_info(folder: str | Path, origin: str = "local") -> CheckpointInfo:
     if (folder / "metrics.json").exists():
         try:
             metrics = json.loads((folder / "metrics.json").read_text())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            metrics = {}
+        if not isinstance(metrics, dict):  # side files are informative: a broken one never hides a run
             metrics = {}
     return CheckpointInfo(folder, str(meta["family"]), meta["model"], meta.get("train", {}), metrics, origin,
                           str(meta.get("kind", "generative")))
@@ -226,8 +235,10 @@ def load_state(folder: Path, module: nn.Module) -> None:
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise CheckpointError(f"the weights in {weights} do not fit the model in config.json ({first})") from None
+        # torch's first line is only "Error(s) in loading state_dict for X:"; the next says what.
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__
+        raise CheckpointError(f"the weights in {weights} do not fit the model in config.json ({detail})") from None
 
 
 def load_model(source: str | Path, *, expect_family: str | None = None, device: str | torch.device = "cpu"):

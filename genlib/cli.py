@@ -17,6 +17,7 @@ import torch
 from genlib.checkpoints import CheckpointError, list_checkpoints, load_model
 from genlib.config import Config, ConfigError, TrainConfig
 from genlib.registry import UnknownFamilyError, families, get_family
+from genlib.training import TrainingDiverged, pick_device
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, config_cls: type[Config], group_title: str) -> None:
@@ -54,12 +55,18 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from genlib.runs import train_run
 
     cls = get_family(args.family)
+    # --out lives here, not on the `train` subcommand, so `train FAMILY --help` works without it.
     parser = argparse.ArgumentParser(prog=f"python -m genlib train {args.family}")
+    parser.add_argument("--out", required=True, help="checkpoint folder to write")
     _add_config_flags(parser, cls.Config, f"{args.family} model")
     _add_config_flags(parser, TrainConfig, "training")
     opts = parser.parse_args(extra)
     model_config = cls.Config.from_dict(_picked(opts, cls.Config))
     train = TrainConfig.from_dict(_picked(opts, TrainConfig))
+    try:
+        pick_device(train.device)  # refuse --device cuda without a GPU now, as a one-line error
+    except RuntimeError as err:
+        raise ConfigError(str(err)) from None
 
     def report(progress, _model):
         if progress.step % 50 == 0 or progress.step == progress.total_steps:
@@ -67,7 +74,7 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
             print(f"step {progress.step}/{progress.total_steps} epoch {progress.epoch} {scalars} "
                   f"eta {progress.eta_s:.0f}s", flush=True)
 
-    train_run(args.family, model_config, train, args.out, callbacks=[report], log=print)
+    train_run(args.family, model_config, train, opts.out, callbacks=[report], log=print)
     return 0
 
 
@@ -119,7 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train FAMILY and save a checkpoint folder; "
                                      "`train FAMILY --help` lists its flags", add_help=False)
     p.add_argument("family")
-    p.add_argument("--out", required=True, help="checkpoint folder to write")
     p = sub.add_parser("train-evaluator", help="train the digit classifier used for metrics")
     p.add_argument("--out", required=True)
     p.add_argument("--epochs", type=int, default=15)
@@ -150,6 +156,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"--num must be between 1 and 100000, got {args.num}")
         return {"list": cmd_list, "train-evaluator": cmd_train_evaluator, "sample": cmd_sample,
                 "eval": cmd_eval}[args.command](args)
-    except (CheckpointError, ConfigError, UnknownFamilyError, ValueError) as err:
+    except (CheckpointError, ConfigError, UnknownFamilyError, ValueError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -30,11 +30,16 @@ def _check_field(name: str, value: Any, ftype: type, meta: dict) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name} must be a number, got {value!r}")
         if ftype is int:
-            if float(value) != int(value):
+            # float.is_integer() is False for 3.5, nan and inf; a Python int is never converted to
+            # float here, so a huge JSON integer fails the range check instead of overflowing.
+            if isinstance(value, float) and not value.is_integer():
                 raise ConfigError(f"{name} must be a whole number, got {value!r}")
             value = int(value)
         else:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an int too large for a float
+                raise ConfigError(f"{name} must be finite, got a number too large for a float") from None
             if not math.isfinite(value):
                 raise ConfigError(f"{name} must be finite, got {value!r}")
         lo, hi = meta.get("min"), meta.get("max")

@@ -8,6 +8,7 @@ before every step, so a job stops within one step (well under a second here).
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 import traceback
@@ -120,7 +121,10 @@ class Job:
         try:
             path = train_run(self.family, self.model_config, self.train_config, self.out,
                              callbacks=[self._on_step], cancel=self.cancel_event, log=self._log)
-            status = "cancelled" if self.cancel_event.is_set() else "finished"
+            # What was saved decides: a cancel that comes after the last step (while evaluating)
+            # leaves a finished run, so the job is finished too.
+            saved = json.loads((path / "metrics.json").read_text()).get("status")
+            status = "cancelled" if saved == "cancelled" else "finished"
             message = (f"cancelled at step {self.step}; the partial run was saved as {path.name}"
                        if status == "cancelled" else f"finished; saved as {path.name}")
         except TrainingDiverged as err:

@@ -16,6 +16,8 @@ def frechet_distance(real: Tensor, fake: Tensor, classifier: DigitClassifier, ba
 
     torchmetrics' FID with a custom extractor; it needs at least 2 images in each set.
     """
+    if len(real) < 2 or len(fake) < 2:
+        raise ValueError(f"the Fréchet distance needs at least 2 images per set, got {len(real)} and {len(fake)}")
     fid = FrechetInceptionDistance(feature=FeatureExtractor(classifier), normalize=True)
     dev = next(classifier.parameters()).device
     for images, is_real in ((real, True), (fake, False)):

@@ -21,7 +21,7 @@ from genlib.data import mnist
 from genlib.images import grid_png
 from genlib.model import GenerativeModel
 from genlib.registry import get_family
-from genlib.training import Callback, Trainer, TrainingCancelled, TrainResult
+from genlib.training import Callback, Trainer, TrainingCancelled, TrainResult, seed_everything
 
 PREVIEW_SEED = 1234
 
@@ -89,6 +89,7 @@ def train_run(family: str, model_config: dict[str, Any] | Config | None, train: 
     """
     from genlib.evaluation import evaluate
 
+    seed_everything(train.seed)  # the seed covers the initial weights too, not only data order and noise
     model = build_model(family, model_config)
     split = mnist()
     trainer = Trainer(train, callbacks, cancel)
@@ -98,6 +99,8 @@ def train_run(family: str, model_config: dict[str, Any] | Config | None, train: 
         result = trainer.fit(model, split.train_images, split.train_labels, result=result)
     except TrainingCancelled:
         log(f"cancelled after {result.steps} steps; saving the partial run")
+        with torch.no_grad():  # e.g. the plain AE fits its sampling prior here
+            model.on_train_end(split.train_images.to(model.device), split.train_labels.to(model.device))
         return save_run(model, train, result, out, {}, status="cancelled")
     log(f"trained {result.steps} steps in {result.seconds:.0f}s; evaluating")
     metrics = evaluate(model) if evaluate_model else {}

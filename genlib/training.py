@@ -101,10 +101,12 @@ class Trainer:
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.config.grad_clip > 0:
-            norm = nn.utils.clip_grad_norm_(params, self.config.grad_clip)
-            if not torch.isfinite(norm):
-                raise TrainingDiverged(f"gradients became non-finite at step {self._step}; lower the learning rate")
+        # Check the gradient norm even without clipping: a finite loss can still have a NaN/inf
+        # gradient, and one optimizer.step() with it would spoil the weights.
+        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        norm = nn.utils.clip_grad_norm_(params, max_norm)
+        if not torch.isfinite(norm):
+            raise TrainingDiverged(f"gradients became non-finite at step {self._step}; lower the learning rate")
         optimizer.step()
 
     def fit(self, model: GenerativeModel, images: Tensor, labels: Tensor,

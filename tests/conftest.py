@@ -1,0 +1,133 @@
+"""Shared fixtures.
+
+Core (genlib) fixtures are prefixed ``core_``; the app's page tests add their own, prefixed ``app_``.
+Everything here is real: real torch models, the real MNIST split, real folders under pytest's tmp dirs.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import pytest
+import torch
+
+# One intra-op thread: the models under test are tiny, and on a small shared machine two OpenMP
+# threads that wait on each other made a 200-step run 30x slower (45 s instead of 1.5 s).
+torch.set_num_threads(1)
+
+# -- core (genlib) fixtures --------------------------------------------------------------------------
+
+# The smallest sensible config per registered family, so the contract test stays fast on 2 CPU cores.
+# A new family must add its entry here: core_tiny_config fails loudly (never skips) when it is missing.
+CORE_TINY_CONFIGS: dict[str, dict] = {
+    "ae": {"latent_dim": 2, "width": 4, "hidden": 16},
+    "dae": {"latent_dim": 2, "width": 4, "hidden": 16},
+    "vae": {"latent_dim": 2, "width": 4, "hidden": 16},
+    "cvae": {"latent_dim": 2, "width": 4, "hidden": 16},
+}
+
+CORE_SLICE_SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def core_runs_dir(tmp_path_factory: pytest.TempPathFactory):
+    """GENLIB_RUNS_DIR pointed at a fresh temp dir for the session (restored afterwards), so no test
+    ever writes into the repository's runs/ folder."""
+    path = tmp_path_factory.mktemp("genlib-runs")
+    old = os.environ.get("GENLIB_RUNS_DIR")
+    os.environ["GENLIB_RUNS_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("GENLIB_RUNS_DIR", None)
+    else:
+        os.environ["GENLIB_RUNS_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def core_mnist():
+    """The fixed MNIST split (cached by genlib.data.mnist; ~4 s the first time)."""
+    from genlib.data import mnist
+
+    return mnist()
+
+
+@pytest.fixture(scope="session")
+def core_slice(core_mnist) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first 64 training digits and their labels (clones: tests may not alter the cached split)."""
+    return (core_mnist.train_images[:CORE_SLICE_SIZE].clone(), core_mnist.train_labels[:CORE_SLICE_SIZE].clone())
+
+
+@pytest.fixture(scope="session")
+def core_tiny_config() -> Callable:
+    """``core_tiny_config(family, **overrides)`` -> a validated tiny Config of that family."""
+    from genlib import get_family
+
+    def make(family: str, **overrides):
+        if family not in CORE_TINY_CONFIGS:
+            raise AssertionError(f"family {family!r} has no tiny test config: add it to CORE_TINY_CONFIGS "
+                                 "in tests/conftest.py")
+        return get_family(family).Config.from_dict({**CORE_TINY_CONFIGS[family], **overrides})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def core_tiny_model(core_tiny_config) -> Callable:
+    """``core_tiny_model(family, seed=0, **overrides)`` -> a freshly built tiny model, init seeded."""
+    from genlib import get_family
+
+    def make(family: str, seed: int = 0, **overrides):
+        torch.manual_seed(seed)
+        return get_family(family)(core_tiny_config(family, **overrides))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def core_classifier():
+    """The shipped digit classifier (checkpoints/digit-classifier)."""
+    from genlib.evaluator import load_classifier
+
+    return load_classifier()
+
+
+# -- app (Streamlit pages) fixtures --------------------------------------------------------------------
+
+APP_FAMILIES = ("ae", "dae", "vae", "cvae")
+
+
+@pytest.fixture(scope="session")
+def app_checkpoints(tmp_path_factory: pytest.TempPathFactory):
+    """A checkpoints folder holding one checkpoint per autoencoder family plus the digit classifier.
+
+    The shipped folder when it has them all (the real thing). Otherwise a temp folder with copies
+    of what is shipped and, for each missing family, a tiny stand-in trained here in seconds.
+    """
+    import shutil
+
+    from genlib import TrainConfig, list_checkpoints, train_run
+    from genlib.checkpoints import shipped_dir
+
+    shipped = shipped_dir()
+    have = {i.family: i for i in list_checkpoints(include_evaluators=True) if i.origin == "shipped"}
+    if set(APP_FAMILIES) <= set(have):
+        return shipped
+    folder = tmp_path_factory.mktemp("app-checkpoints")
+    for info in have.values():
+        shutil.copytree(info.path, folder / info.name)
+    train = TrainConfig(epochs=1, batch_size=64, max_steps=5, preview_every=5, device="cpu")
+    for family in APP_FAMILIES:
+        if family not in have:
+            config = {"latent_dim": 2 if family == "ae" else 8, "width": 8, "hidden": 32}
+            train_run(family, config, train, folder / f"{family}-mnist", evaluate_model=False)
+    return folder
+
+
+@pytest.fixture
+def app_env(app_checkpoints, tmp_path, monkeypatch):
+    """Point the app at ``app_checkpoints`` and at a fresh runs folder for this test
+    (GENLIB_CHECKPOINTS / GENLIB_RUNS_DIR), so no test writes into the repository."""
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("GENLIB_CHECKPOINTS", str(app_checkpoints))
+    monkeypatch.setenv("GENLIB_RUNS_DIR", str(runs))
+    return {"checkpoints": app_checkpoints, "runs": runs}

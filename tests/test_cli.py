@@ -1,0 +1,286 @@
+"""``python -m genlib`` in real subprocesses: list, train, sample, eval, and clean errors.
+
+Subprocesses are started together where they do not depend on each other (each spends most of
+its time importing torch), and one trained VAE and one conditional VAE are shared by the module.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import genlib
+from genlib import TrainConfig
+from genlib.runs import save_run
+from genlib.training import TrainResult
+
+REPO = Path(__file__).resolve().parent.parent
+TIMEOUT = 300
+# One thread per subprocess: several run at once on a small machine (see tests/conftest.py).
+CORE_SUBPROCESS_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _env(runs_dir: Path) -> dict[str, str]:
+    """The test process's environment, with runs going to ``runs_dir`` and this checkout importable."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, **CORE_SUBPROCESS_ENV, "GENLIB_RUNS_DIR": str(runs_dir), "PYTHONPATH": path}
+    env.pop("GENLIB_CHECKPOINTS", None)  # list/eval use this repo's shipped checkpoints (the evaluator)
+    return env
+
+
+def _run_many(calls: dict[str, tuple[list[str], dict[str, str]]]) -> dict[str, subprocess.CompletedProcess]:
+    """Start every ``python -m genlib ARGS`` at once; wait for all; results by key."""
+    procs = {key: subprocess.Popen([sys.executable, "-m", "genlib", *args], cwd=REPO, env=env, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for key, (args, env) in calls.items()}
+    results = {}
+    try:
+        for key, proc in procs.items():
+            out, err = proc.communicate(timeout=TIMEOUT)
+            results[key] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results
+
+
+def _ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    command = " ".join(map(str, result.args))
+    assert result.returncode == 0, f"{command}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result
+
+
+# -- shared runs -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def core_cli_runs(tmp_path_factory):
+    """Train a tiny VAE (into GENLIB_RUNS_DIR, as run 'cli-vae') and a tiny CVAE with the CLI, together."""
+    runs = tmp_path_factory.mktemp("cli-runs")
+    env = _env(runs)
+    vae, cvae = runs / "cli-vae", tmp_path_factory.mktemp("cli-out") / "cli-cvae"
+    results = _run_many({
+        "vae": (["train", "vae", "--out", str(vae), "--epochs", "1", "--max-steps", "5", "--latent-dim", "4",
+                 "--width", "8"], env),
+        "cvae": (["train", "cvae", "--out", str(cvae), "--epochs", "1", "--max-steps", "5", "--latent-dim", "4",
+                  "--width", "8", "--hidden", "16", "--batch-size", "32"], env),
+    })
+    return {"runs": runs, "env": env, "vae": vae, "cvae": cvae,
+            "vae_result": _ok(results["vae"]), "cvae_result": _ok(results["cvae"])}
+
+
+@pytest.fixture(scope="module")
+def core_cli_calls(core_cli_runs, tmp_path_factory):
+    """The read-only commands on the shared runs, started together."""
+    out = tmp_path_factory.mktemp("cli-samples")
+    env, vae = core_cli_runs["env"], str(core_cli_runs["vae"])
+    calls = {
+        "list": ["list"],
+        "help": ["train", "vae", "--help"],
+        "sample": ["sample", vae, "--num", "7", "--seed", "3", "--out", str(out / "a.npz")],
+        "eval": ["eval", vae, "--num", "200"],
+    }
+    results = _run_many({k: (v, env) for k, v in calls.items()})
+    return {"out": out, **results}
+
+
+def _main(*argv: str) -> int:
+    """The same CLI entry point in-process (for the cheaper variations of the subprocess calls)."""
+    from genlib.cli import main
+
+    return main(list(argv))
+
+
+# -- train -----------------------------------------------------------------------------------------------
+def test_train_writes_a_complete_checkpoint_folder(core_cli_runs):
+    vae = core_cli_runs["vae"]
+    assert sorted(p.name for p in vae.iterdir()) == ["README.md", "config.json", "history.csv", "metrics.json",
+                                                     "model.safetensors", "samples.png"]
+    assert not [p for p in vae.parent.iterdir() if p.name.startswith(".")]  # no temp folders left
+    config = json.loads((vae / "config.json").read_text())
+    assert config["family"] == "vae" and config["format"] == 1
+    assert config["model"]["latent_dim"] == 4 and config["model"]["width"] == 8
+    assert config["model"]["hidden"] == genlib.get_family("vae").Config().hidden  # untouched flags keep defaults
+    assert config["train"]["epochs"] == 1 and config["train"]["max_steps"] == 5
+    metrics = json.loads((vae / "metrics.json").read_text())
+    assert isinstance(metrics["frechet_distance"], float) and metrics["frechet_distance"] > 0
+    assert isinstance(metrics["nelbo_bits_per_dim"], float) and metrics["nelbo_bits_per_dim"] > 0
+    assert metrics["status"] == "finished" and metrics["train_steps"] == 5
+    rows = list(csv.DictReader(io.StringIO((vae / "history.csv").read_text())))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5] and {"loss", "kl", "recon"} <= set(rows[0])
+    png = Image.open(vae / "samples.png")
+    assert png.format == "PNG" and png.text["family"] == "vae"
+    card = (vae / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: genlib" in card and "# vae:" in card
+    assert "frechet_distance" in card
+    model, info = genlib.load_model(vae)
+    assert info.family == "vae" and model.config.latent_dim == 4
+
+
+def test_train_reports_progress_on_stdout(core_cli_runs):
+    out = core_cli_runs["vae_result"].stdout
+    assert "step 5/5 epoch 1" in out and "loss=" in out
+    assert "saved to" in out and "frechet_distance=" in out
+
+
+def test_conditional_train_records_its_flags(core_cli_runs):
+    config = json.loads((core_cli_runs["cvae"] / "config.json").read_text())
+    assert config["family"] == "cvae" and config["model"]["hidden"] == 16 and config["train"]["batch_size"] == 32
+    assert "class_accuracy" in json.loads((core_cli_runs["cvae"] / "metrics.json").read_text())
+
+
+def test_train_help_lists_model_and_training_flags(core_cli_calls):
+    out = _ok(core_cli_calls["help"]).stdout
+    for flag in ("--latent-dim", "--beta", "--kl-warmup-steps", "--loss", "--epochs", "--lr", "--max-steps", "--out"):
+        assert flag in out, flag
+    assert "{bce,mse}" in out  # choices shown
+    assert "--amp, --no-amp" in out  # booleans as on/off pairs
+
+
+def test_top_level_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _main("--help")
+    assert exit_.value.code == 0
+    top = capsys.readouterr().out
+    assert all(cmd in top for cmd in ("list", "train", "sample", "eval"))
+
+
+# -- list ------------------------------------------------------------------------------------------------
+def test_list_shows_families_and_checkpoints(core_cli_calls, core_cli_runs):
+    out = _ok(core_cli_calls["list"]).stdout
+    families_part, checkpoints_part = out.split("checkpoints:")
+    for name in genlib.families():
+        assert f"  {name} " in families_part
+    assert "log_likelihood" in families_part  # abilities are listed
+    lines = {line.split()[0]: line.split() for line in checkpoints_part.strip().splitlines()}
+    assert lines["digit-classifier"][1:3] == ["digit-classifier", "shipped"]
+    assert lines["cli-vae"][1:3] == ["vae", "run"]
+    fd = json.loads((core_cli_runs["vae"] / "metrics.json").read_text())["frechet_distance"]
+    assert lines["cli-vae"][3] == f"{fd:.3f}"
+
+
+# -- sample ----------------------------------------------------------------------------------------------
+def test_sample_writes_images_reproducibly(core_cli_calls, core_cli_runs, monkeypatch):
+    assert "wrote 7 samples (7, 28, 28) to" in _ok(core_cli_calls["sample"]).stdout
+    out = core_cli_calls["out"]
+    a = np.load(out / "a.npz")
+    assert a.files == ["images"]  # no labels for an unconditional model
+    x = a["images"]
+    assert x.dtype == np.float32 and x.shape == (7, 28, 28)
+    assert x.min() >= 0.0 and x.max() <= 1.0
+    # the same seed, naming the run instead of its folder (the same main(), in-process): same images
+    monkeypatch.setenv("GENLIB_RUNS_DIR", str(core_cli_runs["runs"]))
+    assert _main("sample", "cli-vae", "--num", "7", "--seed", "3", "--out", str(out / "b.npz")) == 0
+    assert np.array_equal(x, np.load(out / "b.npz")["images"])
+    assert _main("sample", "cli-vae", "--num", "7", "--seed", "4", "--out", str(out / "c.npz")) == 0
+    assert not np.array_equal(x, np.load(out / "c.npz")["images"])  # another seed: other images
+    # and the same images the library gives
+    model, _ = genlib.load_model(core_cli_runs["vae"])
+    ref = model.sample(7, generator=torch.Generator().manual_seed(3))[:, 0].numpy()
+    np.testing.assert_allclose(x, ref, atol=1e-6)
+
+
+def test_sample_conditional_labels(core_cli_runs, tmp_path):
+    cvae = str(core_cli_runs["cvae"])
+    assert _main("sample", cvae, "--num", "3", "--labels", "3,1,4", "--out", str(tmp_path / "l.npz")) == 0
+    given = np.load(tmp_path / "l.npz")
+    assert given["images"].shape == (3, 28, 28) and given["labels"].dtype == np.int64
+    assert given["labels"].tolist() == [3, 1, 4]
+    assert _main("sample", cvae, "--num", "5", "--labels", "2,7", "--out", str(tmp_path / "r.npz")) == 0
+    assert np.load(tmp_path / "r.npz")["labels"].tolist() == [2, 7, 2, 7, 2]  # repeated to --num
+    assert _main("sample", cvae, "--num", "12", "--out", str(tmp_path / "d.npz")) == 0
+    assert np.load(tmp_path / "d.npz")["labels"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+
+
+# -- eval ------------------------------------------------------------------------------------------------
+def test_eval_prints_json_metrics(core_cli_calls):
+    metrics = json.loads(_ok(core_cli_calls["eval"]).stdout)
+    assert metrics["num_samples"] == 200 and metrics["frechet_distance"] > 0
+    assert "nelbo_bits_per_dim" in metrics and "test_recon_mse" in metrics
+
+
+# -- bad input -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def core_cli_errors(tmp_path_factory):
+    """The bad invocations, each a real subprocess, started together."""
+    tmp = tmp_path_factory.mktemp("cli-bad")
+    env = _env(tmp / "runs")
+    npz = str(tmp / "x.npz")
+    cases = {
+        "beta": (["train", "vae", "--out", str(tmp / "o1"), "--beta", "1000"], "beta=1000.0 is out of range"),
+        "family": (["train", "gann", "--out", str(tmp / "o2")], "unknown model family 'gann'; known families"),
+        "missing": (["sample", str(tmp / "no-such-folder"), "--out", npz], "no checkpoint called"),
+        "hub": (["sample", "nobody-xyz/definitely-not-a-model", "--out", npz], "offline"),
+    }
+    results = _run_many({k: (args, {**env, "HF_HUB_OFFLINE": "1"} if k == "hub" else env)
+                         for k, (args, _) in cases.items()})
+    return tmp, {k: (results[k], expect) for k, (_, expect) in cases.items()}
+
+
+@pytest.mark.parametrize("case", ["beta", "family", "missing", "hub"])
+def test_bad_input_exits_2_with_one_line_error(core_cli_errors, case):
+    tmp, results = core_cli_errors
+    result, expect = results[case]
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert expect in lines[0]
+    assert not any((tmp / o).exists() for o in ("o1", "o2"))  # nothing written on refusal
+    assert not (tmp / "x.npz").exists()
+
+
+@pytest.fixture(scope="module")
+def core_tiny_folders(tmp_path_factory):
+    """Untrained tiny vae/cvae checkpoints saved in-process, to feed the CLI bad arguments."""
+    tmp = tmp_path_factory.mktemp("cli-tiny")
+    folders = {}
+    for family in ("vae", "cvae"):
+        torch.manual_seed(0)
+        model = genlib.build_model(family, {"latent_dim": 2, "width": 4, "hidden": 16})
+        folders[family] = str(save_run(model, TrainConfig(), TrainResult(steps=0), tmp / family, {}))
+    torch.save({"w": torch.zeros(2)}, tmp / "model.pt")
+    folders["pickle"] = str(tmp / "model.pt")
+    return folders
+
+
+BAD_ARGS = {
+    "num": (["sample", "{vae}", "--num", "0", "--out", "{out}"], "--num must be between 1 and 100000"),
+    "uncond-labels": (["sample", "{vae}", "--labels", "1,2", "--out", "{out}"], "unconditional"),
+    "label-range": (["sample", "{cvae}", "--num", "2", "--labels", "3,12", "--out", "{out}"],
+                    "labels must be 2 integers in 0..9"),
+    "label-text": (["sample", "{cvae}", "--labels", "three", "--out", "{out}"], "three"),
+    "pickle": (["sample", "{pickle}", "--out", "{out}"], "never unpickles"),
+    "config-file": (["eval", "{vae}/config.json"], "give the checkpoint folder"),
+}
+if not torch.cuda.is_available():  # with a GPU, asking for CUDA is fine
+    BAD_ARGS["device"] = (["train", "vae", "--device", "cuda", "--max-steps", "1", "--out", "{out}"],
+                          "no CUDA GPU is available")
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ARGS))
+def test_more_bad_arguments_give_one_line_errors(case, core_tiny_folders, tmp_path, capsys, core_runs_dir):
+    # The same main() in-process: a refused input returns 2 with one "error:" line and raises nothing.
+    args, expect = BAD_ARGS[case]
+    out = tmp_path / "out"
+    assert _main(*(a.format(out=out, **core_tiny_folders) for a in args)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and expect in err[0], err
+    assert not out.exists()
+
+
+def test_unknown_flag_is_an_argparse_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _main("train", "vae", "--out", str(tmp_path / "o"), "--latnt-dim", "4")
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --latnt-dim 4" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "o").exists()

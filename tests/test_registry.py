@@ -1,0 +1,95 @@
+"""genlib.registry: families listed, clear errors for unknown names, duplicates refused."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import genlib
+from genlib import registry
+from genlib.model import GenerativeModel, ModelConfig
+from genlib.registry import UnknownFamilyError, families, get_family, register
+
+BUILTIN = {"ae", "dae", "vae", "cvae"}
+
+
+@pytest.fixture
+def core_registry_snapshot():
+    """Restore the registry after a test that registers test-only families."""
+    saved = dict(registry._FAMILIES)
+    yield
+    registry._FAMILIES.clear()
+    registry._FAMILIES.update(saved)
+
+
+def test_builtin_families_listed_sorted_and_named():
+    found = families()
+    assert BUILTIN <= set(found)
+    assert list(found) == sorted(found)
+    for name, cls in found.items():
+        assert issubclass(cls, GenerativeModel)
+        assert cls.family == name
+        assert issubclass(cls.Config, ModelConfig)
+        assert cls.description, f"{name} has no description"
+        assert get_family(name) is cls
+
+
+def test_families_returns_a_copy():
+    found = families()
+    found.pop("vae")
+    assert "vae" in families()
+
+
+def test_unknown_family_error_lists_known():
+    with pytest.raises(UnknownFamilyError) as err:
+        get_family("gann")
+    msg = str(err.value)
+    assert "'gann'" in msg
+    assert "known families: ae, cvae, dae, vae" in msg
+    assert not msg.startswith('"')  # not KeyError's quoted repr
+    assert isinstance(err.value, KeyError)  # callers may catch it as a lookup error
+
+
+def test_duplicate_registration_refused(core_registry_snapshot):
+    class Impostor(GenerativeModel):
+        pass
+
+    with pytest.raises(ValueError, match="'vae' is already registered to VAE"):
+        register("vae")(Impostor)
+    assert get_family("vae").__name__ == "VAE"
+    assert Impostor.family == ""  # not half-registered
+
+
+def test_register_adds_a_family_and_same_class_twice_is_fine(core_registry_snapshot):
+    class Toy(GenerativeModel):
+        description = "toy"
+
+    assert register("test-only-toy")(Toy) is Toy
+    assert register("test-only-toy")(Toy) is Toy  # re-import of the same module: idempotent
+    assert get_family("test-only-toy") is Toy and Toy.family == "test-only-toy"
+    assert "test-only-toy" in families()
+
+
+@pytest.mark.parametrize("first_import", [
+    "import genlib; genlib.get_family('vae')",
+    "from genlib.families.autoencoders import VAE; import genlib",
+])
+def test_genlib_families_stays_the_function_whatever_the_import_order(first_import):
+    # Importing the genlib.families *package* must never shadow the public function genlib.families().
+    code = textwrap.dedent(f"""
+        {first_import}
+        import genlib
+        from genlib import families
+        assert callable(genlib.families) and callable(families), genlib.families
+        assert {{'ae', 'dae', 'vae', 'cvae'}} <= set(genlib.families())
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_public_entry_points():
+    for name in genlib.__all__:
+        assert hasattr(genlib, name), name
+    assert callable(genlib.families)
