@@ -209,7 +209,7 @@ def list_checkpoints(family: str | None = None, include_evaluators: bool = False
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             try:
                 info = read_info(folder, origin)
-            except CheckpointError:
+            except (CheckpointError, OSError):  # OSError: a folder replaced while we list it
                 continue
             if info.kind == "evaluator" and not include_evaluators:
                 continue

@@ -109,17 +109,17 @@ def app_checkpoints(tmp_path_factory: pytest.TempPathFactory):
     from genlib.checkpoints import shipped_dir
 
     shipped = shipped_dir()
-    have = {i.family: i for i in list_checkpoints(include_evaluators=True) if i.origin == "shipped"}
-    if set(APP_FAMILIES) <= set(have):
+    have = [i for i in list_checkpoints(include_evaluators=True) if i.origin == "shipped"]
+    if set(APP_FAMILIES) <= {i.family for i in have}:
         return shipped
     folder = tmp_path_factory.mktemp("app-checkpoints")
-    for info in have.values():
+    for info in have:
         shutil.copytree(info.path, folder / info.name)
     train = TrainConfig(epochs=1, batch_size=64, max_steps=5, preview_every=5, device="cpu")
-    for family in APP_FAMILIES:
-        if family not in have:
-            config = {"latent_dim": 2 if family == "ae" else 8, "width": 8, "hidden": 32}
-            train_run(family, config, train, folder / f"{family}-mnist", evaluate_model=False)
+    missing = [f for f in APP_FAMILIES if f not in {i.family for i in have}]
+    for family in missing:
+        config = {"latent_dim": 2 if family == "ae" else 8, "width": 8, "hidden": 32}
+        train_run(family, config, train, folder / f"{family}-mnist", evaluate_model=False)
     return folder
 
 

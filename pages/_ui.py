@@ -1,0 +1,376 @@
+"""Shared widgets for every page: cached loaders, generated config forms, the checkpoint picker,
+image grids and downloads, loss curves, and the live panel of a background training job.
+
+Pages import from here (``from pages._ui import ...``; Streamlit puts the repo root on sys.path).
+Nothing here does model maths: that lives in genlib. The leading underscore keeps this module
+out of the page list.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+
+import genlib
+from genlib import jobs
+from genlib.checkpoints import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, CheckpointInfo, read_info, resolve
+from genlib.config import Config, ConfigError
+from genlib.images import grid_png, to_png
+from genlib.model import GenerativeModel
+from genlib.training import pick_device
+
+GRID_SCALE = 3  # on-screen enlargement of 28x28 digits (nearest neighbour, crisp)
+
+
+# -- routing ------------------------------------------------------------------------------------------
+def require_router() -> None:
+    """Call first in every page: make sure the page runs inside streamlit_app.py's router.
+
+    Streamlit treats a folder named ``pages/`` next to the entry script as an old-style multipage
+    app until some script run in the process has called ``st.navigation``. On a freshly started
+    server, a first request for a page URL (say /autoencoders), and every AppTest run after the
+    first, would run the page on its own: no page config, no shared sidebar, and ``_ui`` listed
+    as a page. This switches that mode off and reruns, so the router runs. A no-op otherwise
+    (and if a future Streamlit drops the flag). Not under AppTest: it resets the flag before
+    every run, and a rerun there would drop the button click being tested.
+    """
+    from streamlit import config
+
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # pragma: no cover - layout of a future Streamlit
+        return
+    if config.get_option("global.appTest"):
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+# -- device, seed, families ---------------------------------------------------------------------------
+@st.cache_resource
+def device_label() -> str:
+    """'CUDA · <GPU name>' or 'CPU': where models run in this app."""
+    device = pick_device("auto")
+    if device.type == "cuda":
+        return f"CUDA · {torch.cuda.get_device_name(device)}"
+    return "CPU"
+
+
+def global_seed() -> int:
+    """The seed chosen in the shared sidebar (0 before the sidebar has run)."""
+    return int(st.session_state.get("global_seed", 0))
+
+
+def families_in(module: str) -> list[str]:
+    """Names of the registered families defined in ``module``: the families one page covers."""
+    return [name for name, cls in genlib.families().items() if cls.__module__ == module]
+
+
+# -- cached loaders ---------------------------------------------------------------------------------
+def checkpoint_mtime(folder: str | Path) -> float:
+    """Newest modification time of a checkpoint's config and weights: part of every cache key,
+    so a run saved again under the same name is reloaded."""
+    folder = Path(folder)
+    times = [(folder / f).stat().st_mtime for f in (CONFIG_FILE, WEIGHTS_FILE) if (folder / f).exists()]
+    return max(times, default=0.0)
+
+
+@st.cache_resource(show_spinner="Loading checkpoint…", max_entries=12)
+def load_cached(path_str: str, mtime: float) -> tuple[GenerativeModel, CheckpointInfo]:
+    """(model in eval mode, info) for a checkpoint folder, shared by all sessions.
+
+    Never call ``.train()`` or ``.to()`` on the returned model and never change its weights:
+    other sessions use the same object. Sampling passes its own ``torch.Generator``.
+    ``mtime`` only keys the cache. Errors (CheckpointError) are not cached.
+    """
+    return genlib.load_model(path_str, device=pick_device("auto"))
+
+
+@dataclass(frozen=True)
+class Picked:
+    """The model a page works on, with what identifies it in cache keys."""
+
+    model: GenerativeModel
+    info: CheckpointInfo
+    mtime: float
+
+    @property
+    def path(self) -> str:
+        return str(self.info.path)
+
+
+# -- checkpoint picker --------------------------------------------------------------------------------
+def _option_label(info: CheckpointInfo) -> str:
+    fd = info.metrics.get("frechet_distance")
+    score = f" · FD {fd:.1f}" if isinstance(fd, (int, float)) else ""
+    return f"{info.name} · {info.family} · {info.origin}{score}"
+
+
+def select_checkpoint(key: str, path: str | Path) -> None:
+    """Callback: make the picker with ``key`` show the checkpoint at ``path`` on the next run."""
+    st.session_state[f"{key}_choice"] = str(path)
+    st.session_state[f"{key}_source"] = ""
+
+
+def _load_source(source: str, family_names: Sequence[str], key: str) -> Picked | None:
+    """Load a typed folder / hub id; show any problem with st.error and return None."""
+    failed = st.session_state.get(f"{key}_failed")
+    if failed and failed[0] == source and not Path(source).expanduser().is_dir():
+        st.error(failed[1])  # do not retry a hub download on every rerun
+        return None
+    try:
+        folder, origin = resolve(source)
+        info = read_info(folder, origin)
+        if info.family not in family_names:
+            raise CheckpointError(f"{info.name} is a {info.family!r} checkpoint; this page shows "
+                                  f"{', '.join(family_names)} models")
+        mtime = checkpoint_mtime(folder)
+        model, _ = load_cached(str(folder), mtime)
+    except (CheckpointError, OSError, ValueError) as err:
+        st.session_state[f"{key}_failed"] = (source, str(err))
+        st.error(str(err))
+        return None
+    st.session_state.pop(f"{key}_failed", None)
+    return Picked(model, info, mtime)
+
+
+def _default_choice(infos: Sequence[CheckpointInfo], family: str | None) -> str:
+    """The shipped checkpoint of ``family`` with the lowest Fréchet distance, else the first
+    shipped one of any family, else the first of all."""
+    def fd(info: CheckpointInfo) -> float:
+        value = info.metrics.get("frechet_distance")
+        return float(value) if isinstance(value, (int, float)) else float("inf")
+
+    shipped = [i for i in infos if i.origin == "shipped"]
+    preferred = sorted((i for i in shipped if i.family == family), key=fd)
+    return str((preferred or shipped or list(infos))[0].path)
+
+
+def checkpoint_picker(family_names: Sequence[str], key: str, default_family: str | None = None) -> Picked | None:
+    """Choose a checkpoint of ``family_names``: shipped ones first, then the user's runs, or a
+    typed local folder / Hugging Face hub id (which takes precedence while it is filled in).
+    Until the user picks, the best shipped checkpoint of ``default_family`` is shown.
+
+    Returns the loaded model (cached, shared: do not modify) or None when nothing usable is
+    chosen; every CheckpointError is shown with st.error and the page keeps running.
+    """
+    infos = [i for i in genlib.list_checkpoints() if i.family in family_names]
+    by_path = {str(i.path): i for i in infos}
+    left, right = st.columns([3, 2])
+    with right:
+        source = st.text_input("or load a local Hugging Face folder / hub id", key=f"{key}_source",
+                               placeholder="path/to/folder or owner/name",
+                               help="A genlib checkpoint folder (config.json + model.safetensors) on this "
+                                    "machine, or a Hugging Face hub id when the machine is online.").strip()
+    with left:
+        if infos:
+            paths = list(by_path)
+            default = _default_choice(infos, default_family)
+            # Streamlit forgets a widget's state while its page is not shown; this plain key does not,
+            # so the choice survives a visit to another page.
+            last = st.session_state.get(f"{key}_last")
+            choice = st.selectbox("Model", paths, index=paths.index(last if last in by_path else default),
+                                  key=f"{key}_choice", format_func=lambda p: _option_label(by_path[p]),
+                                  disabled=bool(source),
+                                  help="Shipped checkpoints first, then runs you trained (newest runs appear "
+                                       "here as soon as they are saved).")
+            st.session_state[f"{key}_last"] = choice
+        else:
+            choice = None
+            st.info("No checkpoints yet: train one in the Train tab, or load a folder on the right.")
+    if source:
+        picked = _load_source(source, family_names, key)
+        if picked is not None:
+            return picked
+        if choice is not None:
+            st.caption(f"Showing {by_path[choice].name} instead.")
+    if choice is None:
+        return None
+    info = by_path[choice]
+    try:
+        mtime = checkpoint_mtime(info.path)
+        model, _ = load_cached(choice, mtime)
+    except (CheckpointError, OSError) as err:
+        st.error(str(err))
+        return None
+    return Picked(model, info, mtime)
+
+
+# -- generated config widgets --------------------------------------------------------------------------
+def _clamp(value: Any, lo: Any, hi: Any) -> Any:
+    if lo is not None:
+        value = max(value, lo)
+    if hi is not None:
+        value = min(value, hi)
+    return value
+
+
+def _widget(spec: dict[str, Any], key: str, default: Any) -> Any:
+    """One input widget for one config field spec (see ``Config.field_specs``)."""
+    label, kind, help_text = spec["name"].replace("_", " "), spec["type"], spec.get("help")
+    lo, hi = spec.get("min"), spec.get("max")
+    if kind is bool:
+        return st.checkbox(label, value=bool(default), help=help_text, key=key)
+    if kind is int:
+        return int(st.number_input(label, min_value=lo, max_value=hi, value=int(_clamp(int(default), lo, hi)),
+                                   step=int(spec.get("step", 1)), help=help_text, key=key))
+    if kind is float:
+        lo, hi = (None if v is None else float(v) for v in (lo, hi))
+        step = float(spec.get("step", 0.01 if hi is not None and hi <= 10 else 0.1))
+        return float(st.number_input(label, min_value=lo, max_value=hi, value=float(_clamp(float(default), lo, hi)),
+                                     step=step, format=spec.get("format", "%g"), help=help_text, key=key))
+    choices = spec.get("choices")
+    if choices:
+        choices = list(choices)
+        return st.selectbox(label, choices, index=choices.index(default) if default in choices else 0,
+                            help=help_text, key=key)
+    return st.text_input(label, value=str(default), help=help_text, key=key)
+
+
+def config_widgets(config_cls: type[Config], key_prefix: str, defaults: dict[str, Any] | None = None,
+                   only: Iterable[str] | None = None, columns: int = 1) -> dict[str, Any]:
+    """Widgets generated from ``config_cls.field_specs()``; returns {field name: value}.
+
+    ints and floats get number inputs with the field's min/max, strings with choices a
+    selectbox, bools a checkbox. ``defaults`` overrides field defaults, ``only`` limits the
+    fields shown, ``columns`` lays them out side by side. Keys are ``{key_prefix}_{name}``.
+    Turn the values into a config with ``make_config``.
+    """
+    wanted = None if only is None else set(only)
+    specs = [s for s in config_cls.field_specs() if wanted is None or s["name"] in wanted]
+    slots = st.columns(columns) if columns > 1 else [st.container()]
+    values = {}
+    for i, spec in enumerate(specs):
+        with slots[i % len(slots)]:
+            default = (defaults or {}).get(spec["name"], spec["default"])
+            values[spec["name"]] = _widget(spec, f"{key_prefix}_{spec['name']}", default)
+    return values
+
+
+def make_config(config_cls: type[Config], values: dict[str, Any]) -> Config | None:
+    """``config_cls.from_dict(values)``, or None after showing the ConfigError with st.error."""
+    try:
+        return config_cls.from_dict(values)
+    except ConfigError as err:
+        st.error(f"Invalid setting: {err}")
+        return None
+
+
+# -- images and downloads -----------------------------------------------------------------------------
+def show_grid(images: torch.Tensor, nrow: int, caption: str | None = None, scale: int = GRID_SCALE) -> bytes:
+    """Show images (N,C,H,W) in [0,1] as one crisp grid; returns the displayed PNG bytes."""
+    png = grid_png(images, nrow, scale=scale)
+    st.image(png, caption=caption, output_format="PNG")
+    return png
+
+
+def download_png(png: bytes, file_name: str, key: str, label: str = "Download PNG") -> None:
+    """A download button for PNG bytes (from ``show_grid`` or genlib.images.grid_png)."""
+    st.download_button(label, data=png, file_name=file_name, mime="image/png", key=key, on_click="ignore",
+                       icon=":material/download:")
+
+
+# -- loss curves --------------------------------------------------------------------------------------
+def loss_figure(history: pd.DataFrame | list[dict[str, float]], height: int = 320) -> go.Figure:
+    """Reconstruction loss (left axis) and KL (right axis, when logged) against step."""
+    df = history if isinstance(history, pd.DataFrame) else pd.DataFrame(history)
+    fig = go.Figure()
+    if len(df) > 2000:  # keep the browser fast on long runs
+        df = df.iloc[:: len(df) // 2000 + 1]
+    if not df.empty:
+        main = "recon" if "recon" in df else "loss"
+        fig.add_trace(go.Scatter(x=df["step"], y=df[main], name=main, mode="lines"))
+        if "kl" in df:
+            fig.add_trace(go.Scatter(x=df["step"], y=df["kl"], name="kl", mode="lines", yaxis="y2"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="step",
+                      yaxis=dict(title="reconstruction loss (nats/image)", rangemode="tozero"),
+                      yaxis2=dict(title="KL (nats/image)", overlaying="y", side="right", showgrid=False,
+                                  rangemode="tozero"),
+                      legend=dict(orientation="h", y=1.12, x=0))
+    return fig
+
+
+# -- background training jobs -------------------------------------------------------------------------
+def _mmss(seconds: float | None) -> str:
+    if seconds is None or not np.isfinite(seconds):
+        return "--:--"
+    seconds = int(round(seconds))
+    return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def _progress_text(snap: jobs.JobSnapshot) -> str:
+    if not snap.total_steps:
+        return "starting: loading data and building the model…"
+    if snap.done:
+        return f"step {snap.step}/{snap.total_steps} · {snap.status} after {_mmss(snap.elapsed_s)}"
+    return f"step {snap.step}/{snap.total_steps} · ETA {_mmss(snap.eta_s)}"
+
+
+def _render_progress(snap: jobs.JobSnapshot) -> None:
+    st.markdown(f"**{snap.title}**")
+    st.progress(min(1.0, snap.fraction), text=_progress_text(snap))
+
+
+def _render_live_results(snap: jobs.JobSnapshot, key_prefix: str) -> None:
+    if snap.preview is not None:
+        st.image(to_png(snap.preview, scale=GRID_SCALE), caption=f"samples at step {snap.preview_step}",
+                 output_format="PNG")
+    if snap.history:
+        st.plotly_chart(loss_figure(snap.history, height=280), key=f"{key_prefix}_job_loss_{snap.id}")
+    if snap.message and not snap.done:
+        st.caption(snap.message)
+
+
+@st.fragment(run_every=1.0)
+def _live_job(job_id: str, key_prefix: str) -> None:
+    """Redraw a running job every second; hand over to a full rerun once it has ended."""
+    job = jobs.get_job(job_id)
+    if job is None:
+        return
+    snap = job.snapshot()
+    if snap.done:
+        st.rerun()  # the full run draws the final state once, without this polling fragment
+    _render_progress(snap)
+    if st.button("Cancel", key=f"{key_prefix}_cancel_{job_id}", icon=":material/stop:"):
+        job.cancel()
+        st.caption("Cancelling after the current step…")
+    _render_live_results(snap, key_prefix)
+
+
+def job_panel(job_id: str, key_prefix: str, picker_key: str | None = None) -> jobs.JobSnapshot | None:
+    """Show a training job: progress with ETA, live loss curves, the live sample grid, Cancel.
+
+    While the job runs, a fragment polls ``genlib.jobs`` every second (the worker thread never
+    touches Streamlit). When it ends, the page reruns once and draws the final state statically
+    with a success / warning / error message and, given the ``picker_key`` of a
+    ``checkpoint_picker``, an "Open this run" button. Returns the snapshot (None if unknown).
+    """
+    job = jobs.get_job(job_id)
+    if job is None:
+        st.info("That training job is gone (the server was restarted). Start a new one.")
+        return None
+    snap = job.snapshot()
+    if not snap.done:
+        _live_job(job_id, key_prefix)
+        return snap
+    _render_progress(snap)
+    name = snap.result_path.name if snap.result_path else None
+    if snap.status == "finished":
+        st.success(f"Training finished: the run **{name}** was saved and is now in the model chooser.",
+                   icon=":material/check_circle:")
+    elif snap.status == "cancelled":
+        st.warning(f"Training was {snap.message}.", icon=":material/cancel:")
+    else:
+        st.error(f"Training failed: {snap.message}")
+    if picker_key and snap.result_path is not None:
+        st.button("Open this run", key=f"{key_prefix}_open_run", on_click=select_checkpoint,
+                  args=(picker_key, snap.result_path), icon=":material/open_in_new:")
+    _render_live_results(snap, key_prefix)
+    return snap

@@ -1,0 +1,22 @@
+"""Generative Model Lab: the entry point. It only routes.
+
+Page config, the shared sidebar (device, global seed) and the list of pages. Adding a model
+family's page is one more ``st.Page`` line below.
+"""
+import streamlit as st
+
+from pages._ui import device_label
+
+st.set_page_config(page_title="Generative Model Lab", page_icon=":material/science:", layout="wide")
+
+page = st.navigation([
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/autoencoders.py", title="Autoencoders", icon=":material/compress:"),
+])
+
+with st.sidebar:
+    st.markdown(f"**Device:** {device_label()}")
+    st.number_input("Global seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="global_seed",
+                    help="Seeds sampling, noise and training on every page: the same seed gives the same images.")
+
+page.run()

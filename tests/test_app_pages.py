@@ -1,0 +1,265 @@
+"""AppTest of every page: the real app script, real checkpoints, real models, no mocks.
+
+Checkpoints come from the ``app_checkpoints`` fixture (the shipped ones, or tiny stand-ins
+trained on the spot before they exist); runs land in a temp folder (``app_env``).
+
+AppTest quirk: because the pages live in ``pages/``, AppTest runs only the page script after the
+first run of a session (it resets Streamlit's old "pages directory" mode before every run), so
+the router's sidebar is checked on the first run and the seed is set through session state.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import genlib
+from genlib.data import mnist
+from genlib.images import to_grid, to_png
+from genlib.jobs import get_job
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "streamlit_app.py")
+TIMEOUT = 120  # seconds per script run: the first one imports torch and reads MNIST on a busy CPU
+
+
+def run_clean(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def open_ae_page(tab: str | None = None) -> AppTest:
+    """The Autoencoders page, on ``tab`` (the tabs are keyed "ae_tab" and run lazily)."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    run_clean(at)
+    at.switch_page("pages/autoencoders.py")
+    if tab:
+        at.session_state["ae_tab"] = tab
+    return run_clean(at)
+
+
+def show_tab(at: AppTest, tab: str) -> AppTest:
+    at.session_state["ae_tab"] = tab
+    return run_clean(at)
+
+
+def captions(at: AppTest) -> list[str]:
+    return [c for image in at.get("image") for c in image.captions]
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def shipped(family: str) -> genlib.CheckpointInfo:
+    return next(i for i in genlib.list_checkpoints(family) if i.origin == "shipped")
+
+
+def test_home_lists_shipped_checkpoints(app_env):
+    at = run_clean(AppTest.from_file(APP, default_timeout=TIMEOUT))
+    markdown = " ".join(texts(at.markdown))
+    names = [i.name for i in genlib.list_checkpoints() if i.origin == "shipped"]
+    assert names
+    for name in names:
+        assert f"**{name}**" in markdown
+    assert "digit-classifier" in markdown  # the evaluator and its accuracy
+    assert len(at.get("image")) >= len(names)  # one preview per card
+    assert at.sidebar.number_input(key="global_seed").value == 0
+    assert any("Device" in m for m in texts(at.sidebar.markdown))
+
+
+def test_the_global_seed_drives_the_samples(app_env):
+    at = open_ae_page()
+    at.session_state["global_seed"] = 7  # the sidebar widget's key
+    run_clean(at)
+    assert any(c.startswith("64 samples from the prior · seed 7") for c in captions(at))
+    seven = at.get("image")[0].value
+    at.session_state["global_seed"] = 0
+    run_clean(at)
+    assert any(c.startswith("64 samples from the prior · seed 0") for c in captions(at))
+    zero = at.get("image")[0].value
+    assert zero != seven
+    at.session_state["global_seed"] = 7
+    run_clean(at)
+    assert at.get("image")[0].value == seven  # same seed, same samples
+
+
+def test_home_empty_state(app_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLIB_CHECKPOINTS", str(tmp_path / "nothing-here"))
+    at = run_clean(AppTest.from_file(APP, default_timeout=TIMEOUT))
+    assert any("No shipped checkpoints" in i for i in texts(at.info))
+    assert any("digit classifier" in w for w in texts(at.warning))
+
+
+def test_autoencoders_page_shows_every_tab_for_the_default_vae(app_env):
+    at = open_ae_page()
+    vaes = [i for i in genlib.list_checkpoints("vae") if i.origin == "shipped"]
+    best = min(vaes, key=lambda i: i.metrics.get("frechet_distance", float("inf")))
+    assert at.selectbox(key="ae_model_choice").value == str(best.path)  # the best shipped VAE by default
+    assert any(c.startswith("64 samples") for c in captions(at))
+    assert at.download_button(key="ae_dl_samples")
+
+    show_tab(at, "Reconstructions")
+    assert {"input", "output"} <= set(captions(at))
+    assert "noisy input" not in " ".join(captions(at))  # a VAE does not denoise
+
+    show_tab(at, "Latent space")
+    assert len(at.get("plotly_chart")) == 1
+
+    show_tab(at, "Interpolation & traversal")
+    assert len(at.get("image")) == 4  # two end digits, the interpolation strip, the traversal strip
+
+    show_tab(at, "Anomalies")
+    assert len(at.get("plotly_chart")) == 1
+    auroc = float(at.metric[0].value)
+    assert 0.0 <= auroc <= 1.0
+
+    show_tab(at, "Metrics & downloads")
+    assert at.table
+    keys = {b.key for b in at.download_button}
+    assert {"ae_dl_preview", "ae_dl_weights", "ae_dl_metrics", "ae_dl_config"} <= keys
+
+
+@pytest.mark.parametrize("family", ["ae", "dae", "cvae"])
+def test_switching_models(app_env, family):
+    info = shipped(family)
+    model, _ = genlib.load_model(info.path)
+    at = open_ae_page()
+    at.selectbox(key="ae_model_choice").set_value(str(info.path))
+    run_clean(at)
+    expected = model.num_classes ** 2 if model.conditional else 64
+    assert any(c.startswith(f"{expected} samples") for c in captions(at)), captions(at)
+    if model.conditional:
+        at.radio(key="ae_sample_mode").set_value("a single digit")
+        run_clean(at)
+        at.selectbox(key="ae_sample_digit").set_value(7)
+        assert any(c.startswith("64 samples") for c in captions(run_clean(at)))
+
+    show_tab(at, "Reconstructions")
+    if model.has("denoise"):
+        assert any(c.startswith("noisy input") for c in captions(at))
+        at.slider(key="ae_rec_noise").set_value(0.8)
+        assert any(c.startswith("noisy input (std 0.80)") for c in captions(run_clean(at)))
+    else:
+        assert not any(c.startswith("noisy input") for c in captions(at))
+
+    show_tab(at, "Latent space")
+    assert len(at.get("plotly_chart")) == 1
+    if model.config.latent_dim == 2:
+        assert any(c.startswith("decoded 15x15 grid") for c in captions(at))
+    else:
+        assert any("needs a 2-D latent space" in i for i in texts(at.info))
+
+    show_tab(at, "Interpolation & traversal")
+    assert len(at.get("image")) == 4
+
+    at.switch_page("pages/home.py")
+    run_clean(at)
+    at.switch_page("pages/autoencoders.py")
+    run_clean(at)
+    assert at.selectbox(key="ae_model_choice").value == str(info.path)  # the choice survives a page visit
+
+
+def test_a_2d_latent_shows_the_manifold_grid(app_env):
+    flat = [i for i in genlib.list_checkpoints() if i.model_config.get("latent_dim") == 2]
+    if not flat:
+        pytest.skip("no checkpoint with a 2-D latent space")
+    at = open_ae_page()
+    at.selectbox(key="ae_model_choice").set_value(str(flat[0].path))
+    show_tab(at, "Latent space")
+    assert any(c.startswith("decoded 15x15 grid") for c in captions(at))
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_offline_hub_id_and_bad_folder_show_errors(app_env, tmp_path):
+    at = open_ae_page()
+    at.text_input(key="ae_model_source").input("someone/some-model")
+    run_clean(at)
+    assert any("someone/some-model" in e and "Hugging Face" in e for e in texts(at.error)), texts(at.error)
+    assert any(c.startswith("64 samples") for c in captions(at))  # the listed model is still shown
+
+    not_a_checkpoint = tmp_path / "empty-folder"
+    not_a_checkpoint.mkdir()
+    at.text_input(key="ae_model_source").input(str(not_a_checkpoint))
+    run_clean(at)
+    assert any("not a genlib checkpoint" in e for e in texts(at.error)), texts(at.error)
+
+    at.text_input(key="ae_model_source").input(str(shipped("dae").path))  # a folder by path works
+    run_clean(at)
+    assert not at.error
+    assert "Denoising" in " ".join(texts(at.caption))
+
+
+def test_uploads(app_env):
+    at = open_ae_page("Reconstructions")
+    at.file_uploader(key="ae_upload").upload("digit.png", b"definitely not an image", "image/png")
+    run_clean(at)
+    assert any("not a readable image" in e for e in texts(at.error)), texts(at.error)
+
+    digit = to_png(to_grid(mnist().test_images[:1], nrow=1, pad=0))
+    at.file_uploader(key="ae_upload").set_value(("digit.png", digit, "image/png"))
+    run_clean(at)
+    assert not at.error
+    assert "your digit (28x28)" in captions(at)
+
+
+def test_invalid_settings_end_in_an_error(app_env):
+    at = AppTest.from_string(
+        "from genlib.families.autoencoders import AEConfig\n"
+        "from pages._ui import make_config\n"
+        "make_config(AEConfig, {'latent_dim': 1})\n",
+        default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    assert any("latent_dim=1 is out of range" in e for e in texts(at.error))
+
+
+def _set_tiny_training(at: AppTest, epochs: int) -> None:
+    at.selectbox(key="ae_train_family").set_value("ae")
+    run_clean(at)
+    for key, value in {"ae_train_ae_width": 4, "ae_train_ae_hidden": 16, "ae_train_epochs": epochs,
+                       "ae_train_batch_size": 500}.items():
+        at.number_input(key=key).set_value(value)
+
+
+def test_training_job_finishes_and_appears_in_the_chooser(app_env):
+    at = open_ae_page("Train")
+    _set_tiny_training(at, epochs=1)
+    at.button(key="ae_start").click()
+    run_clean(at)
+    job = get_job(at.session_state["ae_job_id"])
+    assert at.button(key="ae_start").disabled  # one job at a time per page
+    at.switch_page("pages/home.py")
+    run_clean(at)
+    at.switch_page("pages/autoencoders.py")
+    show_tab(at, "Train")
+    assert at.progress and at.session_state["ae_job_id"] == job.id  # the job's panel comes back
+    snap = job.wait(timeout=300)
+    assert snap.status == "finished", snap.message
+    assert snap.result_path.parent == app_env["runs"]
+
+    run_clean(at)
+    assert any(snap.result_path.name in s for s in texts(at.success))
+    assert "step 8/8" in at.progress[0].proto.text  # 4,000 digits / 500 per batch
+    assert any(c.startswith("samples at step 8") for c in captions(at))
+    assert not at.button(key="ae_start").disabled
+
+    at.button(key="ae_open_run").click()
+    run_clean(at)
+    assert at.selectbox(key="ae_model_choice").value == str(snap.result_path)
+
+
+def test_training_job_can_be_cancelled(app_env):
+    at = open_ae_page("Train")
+    _set_tiny_training(at, epochs=200)
+    at.button(key="ae_start").click()
+    run_clean(at)
+    job_id = at.session_state["ae_job_id"]
+    at.button(key=f"ae_cancel_{job_id}").click()
+    run_clean(at)
+    snap = get_job(job_id).wait(timeout=120)
+    assert snap.status == "cancelled", snap.message
+    run_clean(at)
+    assert any("cancelled" in w for w in texts(at.warning))

@@ -1,0 +1,173 @@
+"""End-to-end tests in a real browser: a real `streamlit run` server and Debian's Chromium driven
+by Python Playwright (never `playwright install`; set GENLIB_CHROMIUM to use another binary).
+
+The journeys: every page opens without a Streamlit exception; on the Autoencoders page a tiny
+training job runs to the end with its progress text and live sample grid, and a longer one is
+cancelled from the page.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+ROOT = Path(__file__).resolve().parent.parent
+EXCEPTION = '[data-testid="stException"]'
+LOAD_MS = 120_000   # the first script run imports torch and reads MNIST on a busy 2-core machine
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-dev-shm-usage"]
+
+
+def _chromium() -> str:
+    path = os.environ.get("GENLIB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.skip("Chromium is not installed (apt-get install chromium, or set GENLIB_CHROMIUM)")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_server(app_checkpoints, tmp_path_factory):
+    """`streamlit run streamlit_app.py` on a free port, with runs written to a temp folder."""
+    runs = tmp_path_factory.mktemp("e2e-runs")
+    port = _free_port()
+    env = {**os.environ, "GENLIB_CHECKPOINTS": str(app_checkpoints), "GENLIB_RUNS_DIR": str(runs),
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    log = open(runs.parent / f"streamlit-{port}.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
+         "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"the streamlit server did not start; see {log.name}")
+            time.sleep(0.5)
+        yield {"url": url, "runs": runs}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(LOAD_MS)
+    yield page
+    context.close()
+
+
+def wait_idle(page, timeout_ms: int = LOAD_MS) -> None:
+    """Wait until the script run triggered by the last interaction has finished."""
+    page.wait_for_timeout(500)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+                           timeout=timeout_ms)
+
+
+def open_autoencoders(page, url: str) -> None:
+    """Open the app's front door, then the Autoencoders page through the sidebar navigation."""
+    page.goto(url)
+    page.get_by_role("heading", name="Generative Model Lab").wait_for()
+    page.get_by_role("link", name="Autoencoders").click()
+    page.get_by_role("tab", name="Samples").wait_for()
+    wait_idle(page)
+
+
+def set_number(page, label: str, value: int) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    wait_idle(page)
+
+
+TAB_CONTENT = {  # a text each tab shows once it has finished drawing
+    "Samples": "samples from the prior",
+    "Reconstructions": "Mean squared error of the outputs",
+    "Latent space": "The 1,000 test digits, encoded",
+    "Interpolation & traversal": "the other dimensions come from",
+    "Anomalies": "AUROC digits vs non-digits",
+    "Train": "Start a run to watch it here",
+    "Metrics & downloads": "Weights (safetensors)",
+}
+
+
+def test_every_page_opens_without_an_exception(app_server, page):
+    # A direct link first: on a fresh server it must still run inside the router (sidebar, layout).
+    page.goto(app_server["url"] + "/autoencoders")
+    page.get_by_role("heading", name="Autoencoders").wait_for()
+    page.locator('[data-testid="stSidebar"]').get_by_text("Global seed", exact=True).wait_for()
+    page.get_by_role("link", name="Home").wait_for()
+    for tab, content in TAB_CONTENT.items():
+        page.get_by_role("tab", name=tab).click()
+        page.get_by_text(content).first.wait_for()
+        wait_idle(page)
+        assert page.locator(EXCEPTION).count() == 0, f"exception on tab {tab}"
+    page.get_by_role("link", name="Home").click()
+    page.get_by_role("heading", name="Generative Model Lab").wait_for()
+    page.get_by_role("heading", name="Evaluator").wait_for()
+    wait_idle(page)
+    assert page.locator(EXCEPTION).count() == 0
+
+
+def test_train_watch_and_cancel(app_server, page):
+    open_autoencoders(page, app_server["url"])
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_role("button", name="Start training").wait_for()
+    wait_idle(page)
+    set_number(page, "epochs", 1)
+    set_number(page, "batch size", 500)
+
+    # A tiny job: progress text, then the live sample grid, then the saved run.
+    page.get_by_role("button", name="Start training").click()
+    progress = page.locator('[data-testid="stProgress"]')
+    progress.filter(has_text="step").first.wait_for()
+    page.get_by_text("samples at step").first.wait_for()
+    success = page.locator('[data-testid="stAlertContentSuccess"]').filter(has_text="Training finished")
+    success.wait_for(timeout=180_000)
+    run_name = next(p.name for p in app_server["runs"].iterdir() if not p.name.startswith("."))
+    assert run_name in success.inner_text()
+    assert page.locator(EXCEPTION).count() == 0
+
+    # A longer job, cancelled from the page.
+    set_number(page, "epochs", 200)
+    page.get_by_role("button", name="Start training").click()
+    progress.filter(has_text="ETA").first.wait_for()
+    page.get_by_role("button", name="Cancel").click()
+    page.locator('[data-testid="stAlertContentWarning"]').filter(has_text="cancelled").wait_for(timeout=60_000)
+    assert page.locator(EXCEPTION).count() == 0
