@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-playwright_api = pytest.importorskip("playwright.sync_api")
+import playwright.sync_api as playwright_api  # in requirements-test.txt
 
 ROOT = Path(__file__).resolve().parent.parent
 EXCEPTION = '[data-testid="stException"]'
@@ -30,7 +30,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 def _chromium() -> str:
     path = os.environ.get("GENLIB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
-        pytest.skip("Chromium is not installed (apt-get install chromium, or set GENLIB_CHROMIUM)")
+        pytest.fail("Chromium is not installed: run `bash scripts/test.sh` (it installs Debian's chromium) "
+                    "or set GENLIB_CHROMIUM=/path/to/chromium")
     return path
 
 
