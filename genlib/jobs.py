@@ -8,7 +8,6 @@ before every step, so a job stops within one step (well under a second here).
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 import traceback
@@ -119,12 +118,10 @@ class Job:
         with self._lock:
             self.status, self.started = "running", time.perf_counter()
         try:
-            path = train_run(self.family, self.model_config, self.train_config, self.out,
-                             callbacks=[self._on_step], cancel=self.cancel_event, log=self._log)
-            # What was saved decides: a cancel that comes after the last step (while evaluating)
-            # leaves a finished run, so the job is finished too.
-            saved = json.loads((path / "metrics.json").read_text()).get("status")
-            status = "cancelled" if saved == "cancelled" else "finished"
+            # train_run's status, not the cancel flag: a cancel after the last step (while
+            # evaluating) leaves a finished run, so the job is finished too.
+            path, status = train_run(self.family, self.model_config, self.train_config, self.out,
+                                     callbacks=[self._on_step], cancel=self.cancel_event, log=self._log)
             message = (f"cancelled at step {self.step}; the partial run was saved as {path.name}"
                        if status == "cancelled" else f"finished; saved as {path.name}")
         except TrainingDiverged as err:

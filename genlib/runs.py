@@ -9,7 +9,7 @@ import io
 import json
 import threading
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import pandas as pd
 import torch
@@ -24,6 +24,13 @@ from genlib.registry import get_family
 from genlib.training import Callback, Trainer, TrainingCancelled, TrainResult, seed_everything
 
 PREVIEW_SEED = 1234
+
+
+class SavedRun(NamedTuple):
+    """Where ``train_run`` saved a run, and whether it ran to the end."""
+
+    path: Path
+    status: str  # "finished" | "cancelled"
 
 
 def build_model(family: str, model_config: dict[str, Any] | Config | None = None) -> GenerativeModel:
@@ -81,7 +88,7 @@ def save_run(model: GenerativeModel, train: TrainConfig, result: TrainResult, ou
 
 def train_run(family: str, model_config: dict[str, Any] | Config | None, train: TrainConfig, out: str | Path, *,
               callbacks: Sequence[Callback] = (), cancel: threading.Event | None = None,
-              log: Callable[[str], None] = lambda msg: None, evaluate_model: bool = True) -> Path:
+              log: Callable[[str], None] = lambda msg: None, evaluate_model: bool = True) -> SavedRun:
     """Train a fresh model on the MNIST training split and save it to ``out``.
 
     A cancelled run is still saved (status "cancelled", not evaluated) so no work is lost;
@@ -101,9 +108,9 @@ def train_run(family: str, model_config: dict[str, Any] | Config | None, train: 
         log(f"cancelled after {result.steps} steps; saving the partial run")
         with torch.no_grad():  # e.g. the plain AE fits its sampling prior here
             model.on_train_end(split.train_images.to(model.device), split.train_labels.to(model.device))
-        return save_run(model, train, result, out, {}, status="cancelled")
+        return SavedRun(save_run(model, train, result, out, {}, status="cancelled"), "cancelled")
     log(f"trained {result.steps} steps in {result.seconds:.0f}s; evaluating")
     metrics = evaluate(model) if evaluate_model else {}
     path = save_run(model, train, result, out, metrics)
     log(f"saved to {path}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
-    return path
+    return SavedRun(path, "finished")

@@ -239,7 +239,7 @@ def test_train_run_seed_covers_the_initial_weights(core_tiny_config, tmp_path):
     paths = []
     for i in range(2):
         torch.rand(17 + i)
-        paths.append(genlib.train_run("vae", cfg, train, tmp_path / f"run{i}", evaluate_model=False))
+        paths.append(genlib.train_run("vae", cfg, train, tmp_path / f"run{i}", evaluate_model=False).path)
     a, b = (genlib.load_model(p)[0] for p in paths)
     assert _same(_weights(a), _weights(b))
 
