@@ -1,4 +1,4 @@
-"""``python -m genlib list | train | train-evaluator | sample | eval``.
+"""``python -m genlib list | train | train-evaluator | sample | eval | compare``.
 
 Model and training flags for ``train`` are generated from the family's config dataclass, so
 every hyper-parameter the app shows is also a flag here (``--latent-dim 16 --beta 0.5``).
@@ -112,11 +112,39 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from genlib.evaluation import evaluate
+    from genlib.checkpoints import resolve, write_extra
+    from genlib.comparison import Evaluator, score_checkpoint
+    from genlib.evaluation import metrics_dict
 
-    model, _ = load_model(args.source)
-    print(json.dumps(evaluate(model, num_samples=args.num, seed=args.seed), indent=2))
+    card = score_checkpoint(args.source, Evaluator.load(), num_samples=args.num, seed=args.seed,
+                            progress=_stderr_progress)
+    metrics = metrics_dict(card)
+    print(json.dumps(metrics, indent=2))
+    if args.write:
+        folder, origin = resolve(args.source)
+        old = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
+        kept = {k: old[k] for k in ("status", "train_steps", "train_seconds") if k in old}
+        write_extra(folder, "metrics.json", json.dumps({**metrics, **kept}, indent=2))
+        print(f"updated {folder / 'metrics.json'}", file=sys.stderr)
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from genlib.comparison import compare
+    from genlib.report import write_report
+
+    comparison = compare(args.sources, seed=args.seed, num_samples=args.num, progress=_stderr_progress)
+    for source, message in comparison.errors.items():
+        print(f"error: {source}: {message}", file=sys.stderr)
+    if not comparison.models:
+        raise CheckpointError("none of the given checkpoints could be compared")
+    out = write_report(comparison, args.out)
+    print(f"wrote {out}/report.html, scoreboard.csv, scoreboard.json and {len(comparison.cards)} grids")
+    return 2 if comparison.errors else 0
+
+
+def _stderr_progress(fraction: float, message: str) -> None:
+    print(f"\r[{fraction:4.0%}] {message[:70]:70s}", end="" if fraction < 1 else "\n", file=sys.stderr, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("family")
     p = sub.add_parser("train-evaluator", help="train the digit classifier used for metrics")
     p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("sample", help="write samples to an .npz file")
     p.add_argument("source", help="checkpoint name, folder or hub id")
@@ -136,9 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--labels", help="comma-separated classes for conditional models (repeated to --num)")
     p.add_argument("--out", required=True)
-    p = sub.add_parser("eval", help="print a checkpoint's metrics as JSON")
-    p.add_argument("source")
-    p.add_argument("--num", type=int, default=1000)
+    p = sub.add_parser("eval", help="print every metric of a checkpoint as JSON (cached by content)")
+    p.add_argument("source", help="checkpoint name, folder or hub id")
+    p.add_argument("--num", type=int, default=1000, help="samples to score (default 1000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--write", action="store_true", help="also store the scores in the checkpoint's metrics.json")
+    p = sub.add_parser("compare", help="score checkpoints side by side and write the report folder")
+    p.add_argument("sources", nargs="+", help="checkpoint names, folders or hub ids")
+    p.add_argument("--out", required=True, help="report folder to write")
+    p.add_argument("--num", type=int, default=1000, help="samples per model (default 1000)")
     p.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -155,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "num", 1) < 1 or getattr(args, "num", 1) > 100_000:
             raise ConfigError(f"--num must be between 1 and 100000, got {args.num}")
         return {"list": cmd_list, "train-evaluator": cmd_train_evaluator, "sample": cmd_sample,
-                "eval": cmd_eval}[args.command](args)
+                "eval": cmd_eval, "compare": cmd_compare}[args.command](args)
     except (CheckpointError, ConfigError, UnknownFamilyError, ValueError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

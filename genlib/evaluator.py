@@ -45,7 +45,7 @@ class DigitClassifier(nn.Module):
             nn.Linear(2 * w * 49, config.features), nn.ReLU(),
         )
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(config.features, config.num_classes))
-        self.num_features = config.features  # torchmetrics reads this instead of probing
+        self.num_features = config.features
 
     def features(self, x: Tensor) -> Tensor:
         return self.body(x)
@@ -59,18 +59,6 @@ class DigitClassifier(nn.Module):
         return torch.cat([self(xb.to(dev)).argmax(1).cpu() for xb in x.split(batch)])
 
 
-class FeatureExtractor(nn.Module):
-    """The classifier's feature layer as a module, for torchmetrics' FID (custom ``feature=``)."""
-
-    def __init__(self, classifier: DigitClassifier):
-        super().__init__()
-        self.classifier = classifier
-        self.num_features = classifier.num_features
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier.features(x)
-
-
 def _shift(x: Tensor, gen: torch.Generator, max_shift: int = 2) -> Tensor:
     """Random translation by up to ``max_shift`` pixels (cheap augmentation)."""
     padded = F.pad(x, [max_shift] * 4)
@@ -78,7 +66,7 @@ def _shift(x: Tensor, gen: torch.Generator, max_shift: int = 2) -> Tensor:
     return padded[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
 
 
-def train_classifier(images: Tensor, labels: Tensor, *, epochs: int = 15, batch_size: int = 128,
+def train_classifier(images: Tensor, labels: Tensor, *, epochs: int = 40, batch_size: int = 128,
                      lr: float = 2e-3, seed: int = 0, device: str = "auto",
                      on_epoch: Callable[[int, float], None] | None = None) -> DigitClassifier:
     """Train a fresh classifier with shift augmentation and a one-cycle schedule."""
@@ -126,7 +114,7 @@ def load_classifier(folder: str | Path | None = None) -> DigitClassifier:
     return model.eval()
 
 
-def main_train(out: str | Path, epochs: int = 15, seed: int = 0, log: Callable[[str], None] = print) -> dict:
+def main_train(out: str | Path, epochs: int = 40, seed: int = 0, log: Callable[[str], None] = print) -> dict:
     """Train, test and save the evaluator; returns its metrics."""
     from genlib.data import mnist
 

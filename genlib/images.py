@@ -8,6 +8,20 @@ from PIL import Image, PngImagePlugin
 from torch import Tensor
 
 
+def to_uint8(images: Tensor) -> np.ndarray:
+    """Images (N,C,H,W) in [0,1] -> uint8 (N,H,W) for one channel, (N,H,W,3) for RGB."""
+    x = (images.detach().float().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    return x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1)
+
+
+def from_uint8(array: np.ndarray) -> Tensor:
+    """The inverse of ``to_uint8``: (N,H,W) or (N,H,W,3) uint8 -> (N,C,H,W) float in [0,1]."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(array)).float() / 255.0
+    return x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
+
+
 def to_grid(images: Tensor, nrow: int = 8, pad: int = 2, pad_value: float = 1.0) -> np.ndarray:
     """Tile images (N,C,H,W) in [0,1] into one uint8 array (rows*H', nrow*W') or (.., .., 3)."""
     x = images.detach().float().clamp(0, 1).cpu().numpy()

@@ -9,7 +9,7 @@ require_router()
 HEADLINE = (  # (metrics.json key, label, format); Fréchet distance first: the one every model has
     ("frechet_distance", "Fréchet distance ↓", "{:.2f}"),
     ("class_accuracy", "class accuracy ↑", "{:.1%}"),
-    ("nelbo_bits_per_dim", "−ELBO bits/dim ↓", "{:.3f}"),
+    ("bits_per_dim", "bits/dim ↓", "{:.3f}"),
 )
 
 st.title("Generative Model Lab")

@@ -8,7 +8,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 run() { echo "== $1"; shift; time "$@"; }
 want() { [ $# -eq 0 ] || [[ " ${ALL[*]} " == *" $1 "* ]]; }
 ALL=("$@")
-want digit-classifier && run digit-classifier python -m genlib train-evaluator --out checkpoints/digit-classifier --epochs 15
+want digit-classifier && run digit-classifier python -m genlib train-evaluator --out checkpoints/digit-classifier --epochs 40
 want vae-mnist    && run vae-mnist    python -m genlib train vae  --out checkpoints/vae-mnist    --epochs 150 --kl-warmup-steps 1000 --ema-decay 0.999
 want vae-2d-mnist && run vae-2d-mnist python -m genlib train vae  --out checkpoints/vae-2d-mnist --latent-dim 2 --epochs 100 --kl-warmup-steps 1000 --ema-decay 0.999
 want cvae-mnist   && run cvae-mnist   python -m genlib train cvae --out checkpoints/cvae-mnist   --epochs 150 --kl-warmup-steps 1000 --ema-decay 0.999

@@ -262,3 +262,47 @@ def test_training_job_can_be_cancelled(app_env):
     assert snap.status == "cancelled", snap.message
     run_clean(at)
     assert any("cancelled" in w for w in texts(at.warning))
+
+
+# -- Compare -----------------------------------------------------------------------------------------------
+def open_compare(models: list[str] | None = None, seed: int | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=300)  # the first scoring of a model takes seconds
+    run_clean(at)
+    at.switch_page("pages/compare.py")
+    if models is not None:
+        at.session_state["cmp_models"] = models
+    if seed is not None:
+        at.session_state["cmp_seed"] = seed
+    return run_clean(at)
+
+
+def test_compare_page_scores_two_models_like_genlib_eval(app_env):
+    from genlib.comparison import Evaluator, score_checkpoint
+
+    models = [shipped("vae").name, shipped("cvae").name]
+    at = open_compare(models, seed=3)
+    assert not at.error, texts(at.error)
+    frame = at.dataframe[0].value
+    assert frame["model"].tolist() == models + ["real test digits", "blurred digits (σ=1)", "noisy digits (σ=0.3)",
+                                                "uniform noise"]
+    assert [c for c in captions(at) if " · " in c][:2] == [f"{m} · {f}" for m, f in zip(models, ("vae", "cvae"))]
+    assert {"cmp_report", "cmp_csv"} <= {b.key for b in at.get("download_button")}
+    # the page's numbers are the CLI's: score the same checkpoint afresh, outside the app's caches
+    fresh = score_checkpoint(models[1], Evaluator.load(), seed=3, use_cache=False)
+    row = frame[frame["model"] == models[1]].iloc[0]
+    for key in ("frechet_distance", "kid", "precision", "recall", "class_accuracy", "bits_per_dim"):
+        assert row[key] == pytest.approx(fresh.metrics[key], rel=1e-6), key
+    assert "unconditional" in frame[frame["model"] == models[0]].iloc[0]["n/a because"]
+    assert len(at.get("plotly_chart")) == 4
+    at.session_state["cmp_nn_index"] = 42  # nearest training images of another sample
+    run_clean(at)
+    assert any(c.endswith("sample 42") for c in captions(at))
+
+
+def test_compare_page_reports_a_bad_source_and_keeps_the_rest(app_env, tmp_path):
+    (tmp_path / "junk").mkdir()
+    at = open_compare([shipped("vae").name, str(tmp_path / "junk")])
+    assert any("config.json is missing" in e for e in texts(at.error))
+    assert at.dataframe[0].value["model"].tolist()[0] == shipped("vae").name
+    at = open_compare([])
+    assert any("Choose at least one model" in i for i in texts(at.info))

@@ -88,6 +88,9 @@ def core_cli_calls(core_cli_runs, tmp_path_factory):
         "help": ["train", "vae", "--help"],
         "sample": ["sample", vae, "--num", "7", "--seed", "3", "--out", str(out / "a.npz")],
         "eval": ["eval", vae, "--num", "200"],
+        "compare": ["compare", vae, str(core_cli_runs["cvae"]), "--num", "100", "--seed", "2",
+                    "--out", str(out / "report")],
+        "compare-bad": ["compare", vae, str(out / "no-such-model"), "--num", "100", "--out", str(out / "report2")],
     }
     results = _run_many({k: (v, env) for k, v in calls.items()})
     return {"out": out, **results}
@@ -113,7 +116,7 @@ def test_train_writes_a_complete_checkpoint_folder(core_cli_runs):
     assert config["train"]["epochs"] == 1 and config["train"]["max_steps"] == 5
     metrics = json.loads((vae / "metrics.json").read_text())
     assert isinstance(metrics["frechet_distance"], float) and metrics["frechet_distance"] > 0
-    assert isinstance(metrics["nelbo_bits_per_dim"], float) and metrics["nelbo_bits_per_dim"] > 0
+    assert isinstance(metrics["bits_per_dim"], float) and metrics["bits_per_dim"] > 0
     assert metrics["status"] == "finished" and metrics["train_steps"] == 5
     rows = list(csv.DictReader(io.StringIO((vae / "history.csv").read_text())))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5] and {"loss", "kl", "recon"} <= set(rows[0])
@@ -205,7 +208,40 @@ def test_sample_conditional_labels(core_cli_runs, tmp_path):
 def test_eval_prints_json_metrics(core_cli_calls):
     metrics = json.loads(_ok(core_cli_calls["eval"]).stdout)
     assert metrics["num_samples"] == 200 and metrics["frechet_distance"] > 0
-    assert "nelbo_bits_per_dim" in metrics and "test_recon_mse" in metrics
+    assert "bits_per_dim" in metrics and "test_recon_mse" in metrics
+
+
+def test_eval_matches_the_scoring_code_and_can_update_metrics_json(core_cli_calls, core_cli_runs, monkeypatch,
+                                                                  capsys):
+    from genlib.comparison import Evaluator, score_checkpoint
+
+    printed = json.loads(_ok(core_cli_calls["eval"]).stdout)
+    monkeypatch.setenv("GENLIB_RUNS_DIR", str(core_cli_runs["runs"]))
+    monkeypatch.setenv("GENLIB_SCORE_CACHE", str(core_cli_runs["runs"] / "fresh-cache"))
+    card = score_checkpoint(core_cli_runs["vae"], Evaluator.load(), num_samples=200, use_cache=False)
+    for key, value in card.metrics.items():  # the same numbers the Compare page shows
+        if key not in ("sample_ms_per_image",):  # wall time differs between runs
+            assert printed[key] == pytest.approx(value, rel=1e-6), key
+    cvae = core_cli_runs["cvae"]
+    before = json.loads((cvae / "metrics.json").read_text())
+    assert _main("eval", str(cvae), "--num", "100", "--write") == 0
+    after = json.loads((cvae / "metrics.json").read_text())
+    assert after["num_samples"] == 100 and after["train_steps"] == before["train_steps"] == 5
+    assert after["status"] == "finished" and "class_accuracy" in after
+    assert json.loads(capsys.readouterr().out)["num_samples"] == 100
+
+
+def test_compare_writes_the_report(core_cli_calls):
+    out = core_cli_calls["out"] / "report"
+    assert "wrote" in _ok(core_cli_calls["compare"]).stdout
+    assert sorted(p.name for p in out.iterdir()) == ["grids", "report.html", "scoreboard.csv", "scoreboard.json"]
+    rows = list(csv.DictReader(io.StringIO((out / "scoreboard.csv").read_text())))
+    assert [r["model"] for r in rows[:2]] == ["cli-vae", "cli-cvae"] and len(rows) == 6  # + 4 reference rows
+    assert rows[0]["class_accuracy"] == "" and float(rows[1]["class_accuracy"]) >= 0
+    assert Image.open(out / "grids" / "cli-cvae.png").text["seed"] == "2"
+    bad = core_cli_calls["compare-bad"]
+    assert bad.returncode == 2 and "no-such-model" in bad.stderr and "Traceback" not in bad.stderr
+    assert (core_cli_calls["out"] / "report2" / "report.html").exists()  # the good model is still reported
 
 
 # -- bad input -------------------------------------------------------------------------------------------

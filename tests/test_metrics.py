@@ -87,7 +87,7 @@ def test_evaluate_a_conditional_model(core_tiny_model, core_classifier):
     assert m["num_samples"] == 100 and m["seed"] == 1 and m["evaluator"] == "digit-classifier"
     assert m["frechet_distance"] > 0 and math.isfinite(m["frechet_distance"])
     assert 0.0 <= m["class_accuracy"] <= 1.0
-    assert m["nelbo_bits_per_dim"] > 0 and m["likelihood_is_bound"] is True
+    assert m["bits_per_dim"] > 0 and m["likelihood"] == "bound"
     assert 0 < m["test_recon_mse"] < 1
     assert m["num_parameters"] == model.num_parameters()
     json.dumps(m)  # goes into metrics.json as it is
@@ -122,3 +122,80 @@ def test_png_helpers_write_metadata_and_scale():
     assert np.array_equal(np.asarray(img)[::3, ::3], arr)  # nearest-neighbour: exact pixels
     grid = Image.open(io.BytesIO(images.grid_png(torch.zeros(4, 1, 28, 28), nrow=2, metadata={"k": "v"})))
     assert grid.size == (2 * (2 * 30 + 2), 2 * (2 * 30 + 2)) and grid.text == {"k": "v"}
+
+
+# -- KID, precision/recall, coverage, nearest neighbours -------------------------------------------------------
+@pytest.fixture(scope="module")
+def core_train_features(core_mnist, core_classifier):
+    from genlib.metrics import classifier_features
+
+    return classifier_features(core_classifier, core_mnist.train_images)
+
+
+def _hand_kid(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Unbiased MMD² with the cubic kernel k(x,y) = (x·y/d + 1)^3, written out term by term."""
+    d = a.shape[1]
+    k = lambda x, y: (x.double() @ y.double().T / d + 1) ** 3  # noqa: E731
+    m, n = len(a), len(b)
+    kxx, kyy, kxy = k(a, a), k(b, b), k(a, b)
+    return ((kxx.sum() - kxx.trace()) / (m * (m - 1)) + (kyy.sum() - kyy.trace()) / (n * (n - 1))
+            - 2 * kxy.mean()).item()
+
+
+def test_kid_matches_the_unbiased_mmd_formula(core_train_features):
+    from genlib.metrics import kid_from_features
+
+    a, b = core_train_features[:300], core_train_features[300:600] + 0.3
+    mean, std = kid_from_features(a, b, subsets=3, subset_size=300)  # a subset of all 300 = the whole set
+    assert mean == pytest.approx(_hand_kid(a, b), rel=1e-3) and std == pytest.approx(0.0, abs=1e-3 * abs(mean))
+
+
+def test_kid_is_unbiased_near_zero_for_one_distribution_and_grows_with_noise(core_mnist, core_classifier,
+                                                                            core_train_features):
+    from genlib.metrics import classifier_features, kid_from_features
+
+    halves = core_train_features[:2000], core_train_features[2000:]
+    same_mean, same_std = kid_from_features(*halves, subsets=20, subset_size=1000)
+    # unbiased: two samples of one distribution score 0 up to noise (the biased FD would not)
+    assert abs(same_mean) < 3 * same_std + 1e-6
+    test = core_mnist.test_images
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randn(test.shape, generator=gen)
+    kids = [kid_from_features(core_train_features, classifier_features(core_classifier, (test + s * noise).clamp(0, 1)))[0]
+            for s in (0.0, 0.2, 0.5)]
+    assert kids[0] < kids[1] < kids[2] and kids[1] > 10 * (abs(same_mean) + same_std)
+
+
+def test_precision_recall_identical_sets_and_a_dropped_class(core_mnist, core_train_features, core_classifier):
+    from genlib.metrics import classifier_features, precision_recall
+
+    assert precision_recall(core_train_features, core_train_features) == (1.0, 1.0)
+    test_features = classifier_features(core_classifier, core_mnist.test_images)
+    keep = core_mnist.test_labels != 3
+    p_all, r_all = precision_recall(core_train_features, test_features)
+    p_drop, r_drop = precision_recall(core_train_features, test_features[keep])
+    assert r_drop < r_all - 0.03          # a whole digit is missing from the samples: recall falls
+    assert p_drop > p_all - 0.02          # but what is there is still realistic
+    noise = classifier_features(core_classifier, torch.rand(500, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+    assert precision_recall(core_train_features, noise)[0] < 0.05
+
+
+def test_class_coverage_entropy():
+    from genlib.metrics import class_coverage
+
+    uniform = class_coverage(torch.arange(100) % 10, 10)
+    assert uniform.counts == [10] * 10 and uniform.entropy_bits == pytest.approx(math.log2(10))
+    collapsed = class_coverage(torch.full((50,), 7), 10)
+    assert collapsed.counts[7] == 50 and collapsed.entropy_bits == 0.0
+    half = class_coverage(torch.tensor([1, 1, 2, 2]), 10)
+    assert half.entropy_bits == pytest.approx(1.0) and half.max_entropy_bits == pytest.approx(math.log2(10))
+
+
+def test_nearest_neighbours_finds_copies(core_mnist):
+    from genlib.metrics import nearest_neighbours
+
+    train = core_mnist.train_images[:500]
+    queries = torch.stack([train[17], train[230], (train[5] + 0.1).clamp(0, 1)])
+    dist, idx = nearest_neighbours(queries, train, k=2)
+    assert idx[:, 0].tolist() == [17, 230, 5] and dist[0, 0] < 1e-3 and dist[1, 0] < 1e-3
+    assert (dist[:, 1] >= dist[:, 0]).all() and dist[2, 0] > 0.5
