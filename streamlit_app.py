@@ -12,6 +12,7 @@ st.set_page_config(page_title="Generative Model Lab", page_icon=":material/scien
 page = st.navigation([
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/autoencoders.py", title="Autoencoders", icon=":material/compress:"),
+    st.Page("pages/gans.py", title="GANs", icon=":material/swords:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/leaderboard:"),
 ])
 

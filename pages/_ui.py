@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -278,23 +278,30 @@ def download_png(png: bytes, file_name: str, key: str, label: str = "Download PN
 
 
 # -- loss curves --------------------------------------------------------------------------------------
-def loss_figure(history: pd.DataFrame | list[dict[str, float]], height: int = 320) -> go.Figure:
-    """Reconstruction loss (left axis) and KL (right axis, when logged) against step."""
+def scalars_figure(history: pd.DataFrame | list[dict[str, float]], left: Sequence[str], right: Sequence[str] = (),
+                   left_title: str = "", right_title: str = "", height: int = 320) -> go.Figure:
+    """Logged scalars against step: ``left`` keys on the left axis, ``right`` keys on a second one."""
     df = history if isinstance(history, pd.DataFrame) else pd.DataFrame(history)
     fig = go.Figure()
     if len(df) > 2000:  # keep the browser fast on long runs
         df = df.iloc[:: len(df) // 2000 + 1]
-    if not df.empty:
-        main = "recon" if "recon" in df else "loss"
-        fig.add_trace(go.Scatter(x=df["step"], y=df[main], name=main, mode="lines"))
-        if "kl" in df:
-            fig.add_trace(go.Scatter(x=df["step"], y=df["kl"], name="kl", mode="lines", yaxis="y2"))
+    for keys, axis in ((left, "y"), (right, "y2")):
+        for key in keys:
+            if key in df:
+                fig.add_trace(go.Scatter(x=df["step"], y=df[key], name=key, mode="lines", yaxis=axis))
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="step",
-                      yaxis=dict(title="reconstruction loss (nats/image)", rangemode="tozero"),
-                      yaxis2=dict(title="KL (nats/image)", overlaying="y", side="right", showgrid=False,
+                      yaxis=dict(title=left_title, rangemode="tozero"),
+                      yaxis2=dict(title=right_title, overlaying="y", side="right", showgrid=False,
                                   rangemode="tozero"),
                       legend=dict(orientation="h", y=1.12, x=0))
     return fig
+
+
+def loss_figure(history: pd.DataFrame | list[dict[str, float]], height: int = 320) -> go.Figure:
+    """Reconstruction loss (left axis) and KL (right axis, when logged) against step."""
+    df = history if isinstance(history, pd.DataFrame) else pd.DataFrame(history)
+    main = "recon" if "recon" in df else "loss"
+    return scalars_figure(df, [main], ["kl"], "reconstruction loss (nats/image)", "KL (nats/image)", height)
 
 
 # -- background training jobs -------------------------------------------------------------------------
@@ -318,7 +325,11 @@ def _render_progress(snap: jobs.JobSnapshot) -> None:
     st.progress(min(1.0, snap.fraction), text=_progress_text(snap))
 
 
+LiveRenderer = Callable[[jobs.JobSnapshot, str], None]
+
+
 def _render_live_results(snap: jobs.JobSnapshot, key_prefix: str) -> None:
+    """The default live view: the latest sample grid and the loss curves."""
     if snap.preview is not None:
         st.image(to_png(snap.preview, scale=GRID_SCALE), caption=f"samples at step {snap.preview_step}",
                  output_format="PNG")
@@ -329,7 +340,7 @@ def _render_live_results(snap: jobs.JobSnapshot, key_prefix: str) -> None:
 
 
 @st.fragment(run_every=1.0)
-def _live_job(job_id: str, key_prefix: str) -> None:
+def _live_job(job_id: str, key_prefix: str, render: LiveRenderer) -> None:
     """Redraw a running job every second; hand over to a full rerun once it has ended."""
     job = jobs.get_job(job_id)
     if job is None:
@@ -341,16 +352,18 @@ def _live_job(job_id: str, key_prefix: str) -> None:
     if st.button("Cancel", key=f"{key_prefix}_cancel_{job_id}", icon=":material/stop:"):
         job.cancel()
         st.caption("Cancelling after the current step…")
-    _render_live_results(snap, key_prefix)
+    render(snap, key_prefix)
 
 
-def job_panel(job_id: str, key_prefix: str, picker_key: str | None = None) -> jobs.JobSnapshot | None:
+def job_panel(job_id: str, key_prefix: str, picker_key: str | None = None,
+              render: LiveRenderer = _render_live_results) -> jobs.JobSnapshot | None:
     """Show a training job: progress with ETA, live loss curves, the live sample grid, Cancel.
 
     While the job runs, a fragment polls ``genlib.jobs`` every second (the worker thread never
     touches Streamlit). When it ends, the page reruns once and draws the final state statically
     with a success / warning / error message and, given the ``picker_key`` of a
-    ``checkpoint_picker``, an "Open this run" button. Returns the snapshot (None if unknown).
+    ``checkpoint_picker``, an "Open this run" button. ``render`` draws the job's results (a
+    family's page passes its own). Returns the snapshot (None if unknown).
     """
     job = jobs.get_job(job_id)
     if job is None:
@@ -358,7 +371,7 @@ def job_panel(job_id: str, key_prefix: str, picker_key: str | None = None) -> jo
         return None
     snap = job.snapshot()
     if not snap.done:
-        _live_job(job_id, key_prefix)
+        _live_job(job_id, key_prefix, render)
         return snap
     _render_progress(snap)
     name = snap.result_path.name if snap.result_path else None
@@ -372,5 +385,5 @@ def job_panel(job_id: str, key_prefix: str, picker_key: str | None = None) -> jo
     if picker_key and snap.result_path is not None:
         st.button("Open this run", key=f"{key_prefix}_open_run", on_click=select_checkpoint,
                   args=(picker_key, snap.result_path), icon=":material/open_in_new:")
-    _render_live_results(snap, key_prefix)
+    render(snap, key_prefix)
     return snap

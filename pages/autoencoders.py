@@ -6,7 +6,6 @@ shown follows the model's abilities (``model.has``, ``model.conditional``, ``lat
 never its family name. The maths lives in ``genlib.analysis``; this file only draws.
 Session-state keys start with ``ae_``.
 """
-import json
 import logging
 
 import pandas as pd
@@ -14,13 +13,10 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-import genlib
 from genlib import analysis
 from genlib.data import UploadError, lfw_faces, load_upload, mnist, uniform_noise
-from genlib.images import grid_png
-from genlib.jobs import JobLimitError, get_job, start_training_job
-from pages._ui import (Picked, checkpoint_picker, config_widgets, download_png, families_in, global_seed,
-                       job_panel, loss_figure, make_config, require_router, show_grid)
+from pages._panels import metrics_panel, train_panel
+from pages._ui import Picked, checkpoint_picker, download_png, families_in, global_seed, require_router, show_grid
 
 require_router()
 
@@ -190,81 +186,11 @@ def anomalies_tab(p: Picked) -> None:
 
 
 def train_tab() -> None:
-    families = genlib.families()
-    job_id = st.session_state.get("ae_job_id")
-    job = get_job(job_id) if job_id else None
-    running = job is not None and not job.snapshot().done
-    settings, panel = st.columns([2, 3], gap="large")
-    with settings:
-        family = st.selectbox("Variant", FAMILIES, format_func=lambda f: f"{f} · {families[f].description}",
-                              key="ae_train_family")
-        cls = families[family]
-        st.markdown("**Model settings**")
-        model_values = config_widgets(cls.Config, f"ae_train_{family}", columns=2)
-        st.markdown("**Training settings**")
-        train_values = config_widgets(genlib.TrainConfig, "ae_train", only=TRAIN_FIELDS, columns=2,
-                                      defaults={"epochs": 5})
-        st.caption(f"The training seed is the global seed ({global_seed()}). Training runs in the background: "
-                   "you can switch tabs or pages and come back.")
-        if st.button("Start training", type="primary", key="ae_start", disabled=running,
-                     icon=":material/play_arrow:"):
-            model_config = make_config(cls.Config, model_values)
-            train_config = make_config(genlib.TrainConfig, {**train_values, "seed": global_seed()})
-            if model_config is not None and train_config is not None:
-                try:
-                    job = start_training_job(family, model_config, train_config)
-                except (JobLimitError, genlib.ConfigError) as err:
-                    st.error(str(err))
-                else:
-                    st.session_state["ae_job_id"] = job.id
-                    st.rerun()  # redraw with the Start button disabled and the live panel
-        if running:
-            st.caption("Wait for this job to finish or cancel it before starting another.")
-    with panel:
-        if not job_id:
-            st.info("Start a run to watch it here: progress with ETA, live loss curves and samples as it learns.")
-            return
-        job_panel(job_id, "ae", picker_key="ae_model")
+    train_panel(FAMILIES, "ae", TRAIN_FIELDS, train_defaults={"epochs": 5})
 
 
 def metrics_tab(p: Picked) -> None:
-    info = p.info
-    left, right = st.columns([2, 3])
-    with left:
-        st.markdown(f"**{info.name}** · {info.family} · {info.origin}")
-        if info.metrics:
-            table = pd.DataFrame({"metric": list(info.metrics),
-                                  "value": [f"{v:.4g}" if isinstance(v, float) else str(v)
-                                            for v in info.metrics.values()]})
-            st.table(table.set_index("metric"))
-        else:
-            st.info("This checkpoint has no metrics.json.")
-    with right:
-        history = info.path / "history.csv"
-        if history.exists():
-            st.plotly_chart(loss_figure(pd.read_csv(history)), key="ae_metrics_loss")
-        else:
-            st.info("This checkpoint has no loss log (history.csv).")
-    cols = st.columns(4)
-    if info.preview:
-        samples_png = info.preview.read_bytes()
-    else:
-        images, nrow = analysis.sample_grid(p.model, seed=0)
-        samples_png = grid_png(images, nrow)
-    with cols[0]:
-        download_png(samples_png, f"{info.name}-samples.png", key="ae_dl_preview", label="Sample grid (PNG)")
-    weights = info.path / "model.safetensors"
-    cols[1].download_button("Weights (safetensors)", data=weights.read_bytes, file_name=f"{info.name}.safetensors",
-                            mime="application/octet-stream", key="ae_dl_weights", on_click="ignore",
-                            icon=":material/download:")
-    cols[2].download_button("Metrics (CSV)", data=pd.DataFrame([info.metrics]).to_csv(index=False),
-                            file_name=f"{info.name}-metrics.csv", mime="text/csv", key="ae_dl_metrics",
-                            on_click="ignore", icon=":material/download:")
-    config_text = json.dumps({"family": info.family, "model": info.model_config, "train": info.train_config},
-                             indent=2)
-    cols[3].download_button("config.json", data=config_text, file_name=f"{info.name}-config.json",
-                            mime="application/json", key="ae_dl_config", on_click="ignore",
-                            icon=":material/download:")
+    metrics_panel(p, "ae")
 
 
 # -- page ---------------------------------------------------------------------------------------------

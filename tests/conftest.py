@@ -24,6 +24,13 @@ CORE_TINY_CONFIGS: dict[str, dict] = {
     "dae": {"latent_dim": 2, "width": 4, "hidden": 16},
     "vae": {"latent_dim": 2, "width": 4, "hidden": 16},
     "cvae": {"latent_dim": 2, "width": 4, "hidden": 16},
+    "diffusion": {"base_channels": 8, "levels": 2, "attention_head_dim": 8, "num_train_timesteps": 100,
+                  "sample_steps": 8},
+    "cdiffusion": {"base_channels": 8, "levels": 2, "attention_head_dim": 8, "num_train_timesteps": 100,
+                   "sample_steps": 8},
+    "mlp-gan": {"noise_dim": 8, "hidden": 16},
+    "dcgan": {"noise_dim": 8, "g_width": 4, "d_width": 4},
+    "cgan": {"noise_dim": 8, "g_width": 4, "d_width": 4, "embed_dim": 4},
 }
 
 CORE_SLICE_SIZE = 64
@@ -93,7 +100,7 @@ def core_classifier():
 
 # -- app (Streamlit pages) fixtures --------------------------------------------------------------------
 
-APP_FAMILIES = ("ae", "dae", "vae", "cvae")
+APP_FAMILIES = ("ae", "dae", "vae", "cvae", "mlp-gan", "dcgan", "cgan")
 
 
 @pytest.fixture(scope="session")
@@ -118,8 +125,7 @@ def app_checkpoints(tmp_path_factory: pytest.TempPathFactory):
     train = TrainConfig(epochs=1, batch_size=64, max_steps=5, preview_every=5, device="cpu")
     missing = [f for f in APP_FAMILIES if f not in {i.family for i in have}]
     for family in missing:
-        config = {"latent_dim": 2 if family == "ae" else 8, "width": 8, "hidden": 32}
-        train_run(family, config, train, folder / f"{family}-mnist", evaluate_model=False)
+        train_run(family, CORE_TINY_CONFIGS[family], train, folder / f"{family}-mnist", evaluate_model=False)
     return folder
 
 

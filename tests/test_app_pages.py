@@ -9,6 +9,7 @@ the router's sidebar is checked on the first run and the seed is set through ses
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -306,3 +307,85 @@ def test_compare_page_reports_a_bad_source_and_keeps_the_rest(app_env, tmp_path)
     assert at.dataframe[0].value["model"].tolist()[0] == shipped("vae").name
     at = open_compare([])
     assert any("Choose at least one model" in i for i in texts(at.info))
+
+
+# -- GANs ----------------------------------------------------------------------------------------------------
+def open_gan_page(tab: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    run_clean(at)
+    at.switch_page("pages/gans.py")
+    if tab:
+        at.session_state["gan_tab"] = tab
+    return run_clean(at)
+
+
+@pytest.mark.parametrize("family", ["mlp-gan", "dcgan", "cgan"])
+def test_gan_page_tabs_for_each_shipped_gan(app_env, family):
+    at = open_gan_page()
+    at.selectbox(key="gan_model_choice").set_value(str(shipped(family).path))
+    run_clean(at)
+    caption = [c for c in captions(at) if "seed" in c][0]
+    assert ("one row per digit" in caption) == (family == "cgan")
+    at.toggle(key="gan_truncate").set_value(True)
+    run_clean(at)
+    at.slider(key="gan_truncation").set_value(0.5)
+    run_clean(at)
+    assert any("truncation 0.5" in c for c in captions(at))
+    for tab in ("Interpolation", "Nearest training images", "Metrics & downloads"):
+        at.session_state["gan_tab"] = tab
+        run_clean(at)
+        assert not at.error, (tab, texts(at.error))
+    assert {"gan_dl_preview", "gan_dl_weights"} <= {b.key for b in at.get("download_button")}
+
+
+def test_gan_training_job_shows_d_scores_snapshots_and_class_histogram(app_env):
+    at = open_gan_page("Train")
+    at.selectbox(key="gan_train_family").set_value("dcgan")
+    run_clean(at)
+    for key, value in {"gan_train_dcgan_g_width": 4, "gan_train_dcgan_d_width": 4, "gan_train_epochs": 1,
+                       "gan_train_batch_size": 500, "gan_train_preview_every": 2}.items():
+        at.number_input(key=key).set_value(value)
+    at.button(key="gan_start").click()
+    run_clean(at)
+    snap = get_job(at.session_state["gan_job_id"]).wait(timeout=300)
+    assert snap.status == "finished", snap.message
+    assert {"d_real", "d_fake", "d_loss", "g_loss"} <= set(snap.history[-1])
+    assert [s.step for s in snap.snapshots] == [1, 2, 4, 6, 8]
+    run_clean(at)
+    assert any(c == "fixed noise at step 8" for c in captions(at))
+    at.toggle(key=f"gan_follow_{snap.id}").set_value(False)
+    run_clean(at)
+    at.select_slider(key=f"gan_scrub_{snap.id}_5").set_value(2)
+    run_clean(at)
+    assert any(c == "fixed noise at step 2" for c in captions(at))  # scrubbed back in time
+    assert len(at.get("plotly_chart")) >= 2  # curves + the snapshot's class histogram
+
+
+def test_gan_toy_steps_runs_and_pauses(app_env):
+    from genlib.toy2d import get_toy_session
+
+    at = open_gan_page("2-D toy")
+    at.selectbox(key="gan_toy_distribution").set_value("gaussian")
+    run_clean(at)
+    at.button(key="gan_toy_step_d").click()
+    run_clean(at)
+    session = get_toy_session(at.session_state["gan_toy_id"])
+    assert session.status == "paused" and session.model.steps == 0  # a D step alone completes no step
+    at.button(key="gan_toy_step_g").click()
+    run_clean(at)
+    assert session.model.steps == 1 and at.get("plotly_chart")
+    at.button(key="gan_toy_run").click()  # same settings: resumes the same session
+    run_clean(at)
+    assert at.session_state["gan_toy_id"] == session.id and session.status == "running"
+    deadline = time.time() + 60
+    while session.model.steps < 50 and time.time() < deadline:
+        time.sleep(0.2)
+    at.button(key="gan_toy_pause").click()
+    run_clean(at)
+    assert session.status == "paused" and session.model.steps >= 50
+    at.number_input(key="gan_toy_d_lr").set_value(0.0001)  # new settings: Run starts a fresh session
+    run_clean(at)
+    at.button(key="gan_toy_run").click()
+    run_clean(at)
+    assert at.session_state["gan_toy_id"] != session.id and session.status == "cancelled"
+    get_toy_session(at.session_state["gan_toy_id"]).cancel()

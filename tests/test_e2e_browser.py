@@ -3,7 +3,8 @@ by Python Playwright (never `playwright install`; set GENLIB_CHROMIUM to use ano
 
 The journeys: every page opens without a Streamlit exception; on the Autoencoders page a tiny
 training job runs to the end with its progress text and live sample grid, and a longer one is
-cancelled from the page.
+cancelled from the page; a shared Compare URL reopens the same comparison in a fresh browser
+and its report downloads.
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -171,4 +174,74 @@ def test_train_watch_and_cancel(app_server, page):
     progress.filter(has_text="ETA").first.wait_for()
     page.get_by_role("button", name="Cancel").click()
     page.locator('[data-testid="stAlertContentWarning"]').filter(has_text="cancelled").wait_for(timeout=60_000)
+    assert page.locator(EXCEPTION).count() == 0
+
+
+def _compare_view(page) -> list[str]:
+    """Open-page state that must survive sharing: the chosen models and each grid's image source."""
+    page.get_by_role("heading", name="Scoreboard").wait_for(timeout=180_000)
+    wait_idle(page, 180_000)
+    assert page.locator(EXCEPTION).count() == 0
+    tags = page.locator('.react-aria-ComboBox [data-testid="stMultiSelectTagsContainer"] [data-tag]')
+    chosen = [tags.nth(i).get_attribute("aria-label") for i in range(tags.count())]
+    grids = page.locator('[data-testid="stImage"]').filter(has_text=" · ")
+    return chosen + [grids.nth(i).locator("img").get_attribute("src") for i in range(grids.count())]
+
+
+def test_a_shared_compare_url_reopens_the_same_view_and_downloads_the_report(app_server, browser, page, tmp_path):
+    query = urllib.parse.urlencode([("cmp_models", "cvae-mnist"), ("cmp_models", "vae-mnist"), ("cmp_seed", 5)])
+    page.goto(f"{app_server['url']}/compare?{query}")
+    first = _compare_view(page)
+    assert [t.split(" · ")[0] for t in first[:2]] == ["cvae-mnist", "vae-mnist"] and len(first) == 4
+    assert page.get_by_label("Seed", exact=True).input_value() == "5"
+    assert "cmp_seed=5" in page.url and page.url.count("cmp_models=") == 2
+
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download the report").click()
+    report = tmp_path / "report.zip"
+    download.value.save_as(report)
+    with zipfile.ZipFile(report) as zf:
+        names = set(zf.namelist())
+        assert {"genlib-report/report.html", "genlib-report/scoreboard.csv", "genlib-report/scoreboard.json",
+                "genlib-report/grids/cvae-mnist.png"} <= names
+        csv_text = zf.read("genlib-report/scoreboard.csv").decode()
+    assert csv_text.splitlines()[1].startswith("cvae-mnist,")
+
+    # The same URL in a fresh browser context (no cookies, no session): the same models, seed and images.
+    other = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    other.set_default_timeout(LOAD_MS)
+    other.goto(page.url)
+    assert _compare_view(other) == first
+    other.context.close()
+
+
+def _toy_state(page) -> tuple[int, str]:
+    """(step in the toy plot's title, the heatmap's rendered image) of the 2-D toy."""
+    plot = page.locator('[data-testid="stPlotlyChart"]').first
+    title = plot.locator(".gtitle").text_content()
+    heatmap = plot.locator(".heatmaplayer image").first.get_attribute("href")
+    return int(title.split()[1]), heatmap
+
+
+def test_gan_toy_trains_live_and_its_heatmap_updates(app_server, page):
+    page.goto(app_server["url"] + "/gans")
+    page.get_by_role("heading", name="GANs").wait_for()
+    wait_idle(page)
+    page.get_by_role("tab", name="2-D toy").click()
+    run = page.get_by_role("button", name="Run")
+    run.wait_for()
+    wait_idle(page)
+    run.click()
+    page.locator('[data-testid="stPlotlyChart"] .heatmaplayer image').first.wait_for()
+    first_step, first_map = _toy_state(page)
+    page.wait_for_function(  # the fragment redraws as the worker trains: the step count climbs
+        f"() => {{ const t = document.querySelector('[data-testid=\"stPlotlyChart\"] .gtitle');"
+        f" return t && parseInt(t.textContent.split(' ')[1]) > {first_step + 100}; }}", timeout=60_000)
+    later_step, later_map = _toy_state(page)
+    assert later_step > first_step and later_map != first_map  # D's decision surface moved
+    page.get_by_role("button", name="Pause").click()
+    page.locator('[data-testid="stPlotlyChart"] .gtitle').filter(has_text="paused").wait_for()
+    paused_step, _ = _toy_state(page)
+    page.get_by_role("button", name="One G step").click()
+    page.locator('[data-testid="stPlotlyChart"] .gtitle').filter(has_text=f"step {paused_step + 1} ").wait_for()
     assert page.locator(EXCEPTION).count() == 0

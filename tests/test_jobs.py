@@ -67,6 +67,10 @@ def test_job_runs_in_background_progresses_and_finishes(core_tiny_config, tmp_pa
     assert isinstance(final.preview, np.ndarray) and final.preview.dtype == np.uint8
     assert final.preview.ndim == 2 and final.preview.shape[0] > 28 and final.preview_step == 200
     assert {s.preview_step for s in seen if s.preview is not None} <= {1, 50, 100, 150, 200}
+    # every preview is kept as a snapshot (for the scrub slider), with the evaluator's class histogram
+    assert [snap.step for snap in final.snapshots] == [1, 50, 100, 150, 200]
+    assert all(sum(snap.class_counts) == 100 and len(snap.class_counts) == 10 for snap in final.snapshots)
+    assert np.array_equal(final.snapshots[-1].grid, final.preview)
     # a real, loadable checkpoint
     assert final.result_path == tmp_path / "bg" and "saved as bg" in final.message
     model, info = genlib.load_model(final.result_path)

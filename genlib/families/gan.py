@@ -1,0 +1,411 @@
+"""GANs on 28x28 images: a textbook MLP GAN, DCGAN, and a conditional DCGAN (cGAN).
+
+A generator G maps noise z (B,Z) to images in [-1,1]; a discriminator (or critic) D maps images
+to one score per image. Real images arrive in [0,1] and are scaled to [-1,1]; ``sample`` maps
+G's tanh output back with (x+1)/2. Shapes (B batch, Z noise_dim, w width, E embed_dim):
+
+    mlp-gan  G: z (B,Z) -> (B,h) -> (B,2h) -> tanh (B,784) -> (B,1,28,28)
+             D: x (B,1,28,28) -> (B,784) -> (B,2h) -> (B,h) -> score (B,1)
+    dcgan    G: z (B,Z) -fc-> (B,2w,7,7) -BN,ReLU,deconv s2-> (B,w,14,14) -BN,ReLU,deconv s2-> tanh (B,1,28,28)
+             D: x (B,1,28,28) -conv s2-> (B,w,14,14) -conv s2-> (B,2w,7,7) -fc-> score (B,1)
+    cgan     as dcgan; G sees [z, embed(y)] (B,Z+E), D sees [x, embed(y) as a 28x28 plane] (B,2,28,28)
+
+D never uses BatchNorm (it would couple the images of a batch and break the WGAN-GP penalty);
+``spectral_norm`` wraps each of its layers instead. One optimisation step is ``d_steps`` updates
+of D (each on fresh noise, sharing the step's real batch), then one update of G. Losses live in
+``LOSSES[d_output][loss]``: ``d_output="logit"`` means D's last layer is linear, ``"sigmoid"``
+means D outputs a probability (the textbook GAN; only bce and lsgan are defined for it).
+
+The logged ``d_real``/``d_fake`` are mean D scores on real and generated images: a probability
+for bce (sigmoid of the logit), D's own output for lsgan (it regresses to 1/0, so it estimates the
+same probability), and the raw critic value for hinge and wgan-gp (unbounded, not a probability).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+from genlib.config import ConfigError, setting
+from genlib.data import TRAINING_SETS
+from genlib.model import GenerativeModel, ModelConfig, StepOutput, StepTools
+from genlib.registry import register
+from genlib.training import TrainingDiverged
+
+EPS = 1e-7  # keeps log(p) finite for a sigmoid D; the textbook loss still saturates as it should
+D_WIN_STEPS = 200  # the D-wins detector fires after this many consecutive steps of ...
+D_WIN_REAL, D_WIN_FAKE = 0.99, 0.01  # ... D(x) above D_WIN_REAL and D(G(z)) below D_WIN_FAKE
+
+
+# -- losses: pure functions of D's outputs on real (B,1) and generated (B,1) images ----------------
+@dataclass(frozen=True)
+class GANLoss:
+    """One adversarial objective: D's loss, G's loss, and how D's output reads as a score."""
+
+    d_loss_fn: Callable[[Tensor, Tensor], Tensor]   # (D(x), D(G(z))) -> scalar
+    g_loss_fn: Callable[[Tensor], Tensor]           # D(G(z)) -> scalar
+    score: Callable[[Tensor], Tensor] = lambda out: out  # D output -> the logged d_real/d_fake
+    probability: bool = True          # scores are probabilities: the D-wins detector applies
+    gradient_penalty: bool = False    # add gp_weight * gradient_penalty to D's loss
+
+
+def _bce_logit_d(real: Tensor, fake: Tensor) -> Tensor:
+    return F.softplus(-real).mean() + F.softplus(fake).mean()  # -log sigmoid(real) - log(1 - sigmoid(fake))
+
+
+def _bce_logit_g(fake: Tensor) -> Tensor:
+    return F.softplus(-fake).mean()  # non-saturating: maximise log D(G(z)) instead of minimising log(1-D)
+
+
+def _bce_prob_d(real: Tensor, fake: Tensor) -> Tensor:
+    return -torch.log(real.clamp_min(EPS)).mean() - torch.log((1 - fake).clamp_min(EPS)).mean()
+
+
+def _bce_prob_g(fake: Tensor) -> Tensor:
+    return -torch.log(fake.clamp_min(EPS)).mean()
+
+
+def _ls_d(real: Tensor, fake: Tensor) -> Tensor:
+    return 0.5 * ((real - 1) ** 2).mean() + 0.5 * (fake ** 2).mean()
+
+
+def _ls_g(fake: Tensor) -> Tensor:
+    return 0.5 * ((fake - 1) ** 2).mean()
+
+
+def _hinge_d(real: Tensor, fake: Tensor) -> Tensor:
+    return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+
+
+def _wasserstein_d(real: Tensor, fake: Tensor) -> Tensor:
+    return fake.mean() - real.mean()
+
+
+def _critic_g(fake: Tensor) -> Tensor:
+    return -fake.mean()
+
+
+LOSSES: dict[str, dict[str, GANLoss]] = {
+    "logit": {
+        "bce": GANLoss(_bce_logit_d, _bce_logit_g, score=torch.sigmoid),
+        "lsgan": GANLoss(_ls_d, _ls_g),
+        "hinge": GANLoss(_hinge_d, _critic_g, probability=False),
+        "wgan-gp": GANLoss(_wasserstein_d, _critic_g, probability=False, gradient_penalty=True),
+    },
+    "sigmoid": {
+        "bce": GANLoss(_bce_prob_d, _bce_prob_g),
+        "lsgan": GANLoss(_ls_d, _ls_g),
+    },
+}
+LOSS_NAMES = tuple(LOSSES["logit"])
+LOSS_TITLES = {"bce": "Non-saturating BCE", "lsgan": "LSGAN", "hinge": "The hinge loss", "wgan-gp": "WGAN-GP"}
+
+
+def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """WGAN-GP penalty: mean over random interpolates x̂ of (||∇D(x̂)||₂ − 1)².
+
+    x̂ = a·real + (1−a)·fake with a ~ U(0,1) per sample (drawn on CPU from ``generator`` when
+    given). The graph is kept (create_graph) so the penalty trains D.
+    """
+    shape = (real.shape[0],) + (1,) * (real.dim() - 1)
+    a = (torch.rand(shape, generator=generator) if generator is not None else torch.rand(shape)).to(real.device)
+    x_hat = (a * real.detach() + (1 - a) * fake.detach()).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    norm = (grad.flatten(1).pow(2).sum(1) + 1e-12).sqrt()  # the epsilon keeps sqrt differentiable at 0
+    return ((norm - 1) ** 2).mean()
+
+
+class DWinDetector:
+    """Raises TrainingDiverged once D has won outright for ``D_WIN_STEPS`` steps in a row."""
+
+    def __init__(self, steps: int = D_WIN_STEPS):
+        self.steps, self.count = steps, 0
+
+    def reset(self) -> None:
+        """Forget the count (a new fit starts)."""
+        self.count = 0
+
+    def update(self, d_real: float, d_fake: float) -> None:
+        """Count one step's mean D(x) and D(G(z)) (probabilities); raise when D has won too long."""
+        self.count = self.count + 1 if d_real > D_WIN_REAL and d_fake < D_WIN_FAKE else 0
+        if self.count >= self.steps:
+            raise TrainingDiverged(
+                f"the discriminator has won outright for {self.steps} steps (D(x)≈1, D(G(z))≈0); the generator "
+                "gets no gradient. Try a lower D learning rate (d_lr_scale), spectral_norm, or the hinge/wgan-gp loss")
+
+
+# -- configs -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GANConfig(ModelConfig):
+    """Settings shared by every GAN family."""
+
+    noise_dim: int = setting(64, "size of the noise vector z", min=1, max=512)
+    loss: str = setting("bce", "adversarial loss: non-saturating BCE, least squares, hinge, or Wasserstein "
+                        "with gradient penalty", choices=LOSS_NAMES)
+    gp_weight: float = setting(10.0, "weight of the WGAN-GP gradient penalty", min=0.0, max=1000.0)
+    spectral_norm: bool = setting(False, "spectral normalisation on every discriminator layer")
+    d_lr_scale: float = setting(1.0, "D's learning rate = the training lr times this (G gets the training lr)",
+                                min=0.01, max=100.0)
+    d_steps: int = setting(1, "discriminator updates per generator update", min=1, max=10)
+    adam_beta1: float = setting(0.5, "Adam beta1 for both networks (0.5 is the DCGAN choice)", min=0.0, max=0.999)
+    d_output: str = setting("logit", "D's last layer: a raw logit, or a sigmoid probability (the textbook GAN)",
+                            choices=tuple(LOSSES))
+    dataset: str = setting("mnist", "training images: MNIST digits or 100 LFW faces", choices=tuple(TRAINING_SETS))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.loss not in LOSSES[self.d_output]:
+            raise ConfigError(f"{LOSS_TITLES[self.loss]} needs an unbounded critic: set d_output='logit' "
+                              "(a sigmoid D is only defined for bce and lsgan)")
+
+
+@dataclass(frozen=True)
+class MLPGANConfig(GANConfig):
+    """mlp-gan: one width for both fully connected nets."""
+
+    hidden: int = setting(256, "units of G's first and D's last hidden layer (the other has twice as many)",
+                          min=8, max=2048)
+
+
+@dataclass(frozen=True)
+class DCGANConfig(GANConfig):
+    """dcgan: channel widths of the two conv nets."""
+
+    g_width: int = setting(32, "channels of G's 14x14 layer (its 7x7 layer has twice as many)", min=4, max=256)
+    d_width: int = setting(32, "channels of D's 14x14 layer (its 7x7 layer has twice as many)", min=4, max=256)
+
+
+@dataclass(frozen=True)
+class CGANConfig(DCGANConfig):
+    """cgan: dcgan plus the classes and the size of G's label embedding."""
+
+    num_classes: int = setting(10, "number of classes to condition on", min=2, max=100)
+    embed_dim: int = setting(16, "size of the label embedding appended to z", min=1, max=256)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.dataset != "mnist":
+            raise ConfigError(f"cgan conditions on digit classes, and the {self.dataset!r} set has no labels; "
+                              "use dataset='mnist' or an unconditional family")
+
+
+# -- networks: plain nn.Sequential; the model adds cgan's label embeddings around them -------------
+def _sn(layer: nn.Module, on: bool) -> nn.Module:
+    return _spectral_norm(layer) if on else layer
+
+
+def mlp_generator(in_dim: int, hidden: int) -> nn.Sequential:
+    """(B,in_dim) -> images (B,1,28,28) in [-1,1]."""
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, 2 * hidden), nn.ReLU(),
+                         nn.Linear(2 * hidden, 28 * 28), nn.Tanh(), nn.Unflatten(1, (1, 28, 28)))
+
+
+def mlp_discriminator(hidden: int, sn: bool, sigmoid: bool) -> nn.Sequential:
+    """images (B,1,28,28) -> scores (B,1)."""
+    return nn.Sequential(nn.Flatten(), _sn(nn.Linear(28 * 28, 2 * hidden), sn), nn.LeakyReLU(0.2),
+                         _sn(nn.Linear(2 * hidden, hidden), sn), nn.LeakyReLU(0.2),
+                         _sn(nn.Linear(hidden, 1), sn), nn.Sigmoid() if sigmoid else nn.Identity())
+
+
+def conv_generator(in_dim: int, w: int) -> nn.Sequential:
+    """(B,in_dim) -> images (B,1,28,28) in [-1,1]; BatchNorm before each ReLU."""
+    return nn.Sequential(nn.Linear(in_dim, 2 * w * 49), nn.Unflatten(1, (2 * w, 7, 7)), nn.BatchNorm2d(2 * w),
+                         nn.ReLU(), nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.BatchNorm2d(w), nn.ReLU(),
+                         nn.ConvTranspose2d(w, 1, 4, 2, 1), nn.Tanh())
+
+
+def conv_discriminator(in_channels: int, w: int, sn: bool, sigmoid: bool) -> nn.Sequential:
+    """images (B,in_channels,28,28) -> scores (B,1); no BatchNorm."""
+    return nn.Sequential(_sn(nn.Conv2d(in_channels, w, 4, 2, 1), sn), nn.LeakyReLU(0.2),
+                         _sn(nn.Conv2d(w, 2 * w, 4, 2, 1), sn), nn.LeakyReLU(0.2), nn.Flatten(),
+                         _sn(nn.Linear(2 * w * 49, 1), sn), nn.Sigmoid() if sigmoid else nn.Identity())
+
+
+# -- the model ---------------------------------------------------------------------------------------
+class GAN(GenerativeModel):
+    """Base of the GAN families: subclasses only ``build`` the generator and discriminator."""
+
+    Config = GANConfig
+
+    def __init__(self, config: GANConfig):
+        super().__init__(config)
+        k = self.num_classes
+        self.g_embed = nn.Embedding(k, config.embed_dim) if self.conditional else None  # label -> (B,E)
+        self.d_embed = nn.Embedding(k, 28 * 28) if self.conditional else None          # label -> a 28x28 plane
+        self.generator, self.discriminator = self.build()
+        self.loss = LOSSES[config.d_output][config.loss]
+        self.d_wins = DWinDetector()
+
+    def build(self) -> tuple[nn.Module, nn.Module]:
+        """(generator, discriminator) for this family."""
+        raise NotImplementedError
+
+    def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """G: noise (B,Z) (and labels (B,) for cgan) -> images (B,1,28,28) in [-1,1]."""
+        return self.generator(z if self.g_embed is None else torch.cat([z, self.g_embed(labels)], 1))
+
+    def critic(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """D: images (B,1,28,28) in [-1,1] (and labels (B,) for cgan) -> scores (B,1)."""
+        if self.d_embed is not None:
+            x = torch.cat([x, self.d_embed(labels).view(-1, 1, 28, 28)], 1)
+        return self.discriminator(x)
+
+    def d_parameters(self) -> list[nn.Parameter]:
+        """Everything D's optimizer trains (the discriminator and cgan's D-side embedding)."""
+        return [p for m in (self.discriminator, self.d_embed) if m is not None for p in m.parameters()]
+
+    def g_parameters(self) -> list[nn.Parameter]:
+        """Everything G's optimizer trains (the generator and cgan's G-side embedding)."""
+        return [p for m in (self.generator, self.g_embed) if m is not None for p in m.parameters()]
+
+    def _check_labels(self, labels: Tensor | None, n: int) -> Tensor | None:
+        if not self.conditional:
+            return None
+        if labels is None:
+            return self.default_labels(n)
+        labels = labels.to(self.device).long()
+        if labels.shape != (n,) or labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(f"labels must be {n} integers in 0..{self.num_classes - 1}")
+        return labels
+
+    # -- training ------------------------------------------------------------------------------
+    def configure_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
+        """[opt_d, opt_g]: Adam for each net; D's learning rate is ``lr * d_lr_scale``."""
+        betas = (self.config.adam_beta1, 0.999)
+        self.d_wins.reset()  # a fresh fit starts a fresh count
+        return [torch.optim.Adam(self.d_parameters(), lr=lr * self.config.d_lr_scale, betas=betas),
+                torch.optim.Adam(self.g_parameters(), lr=lr, betas=betas)]
+
+    def optimization_step(self, batch: tuple[Tensor, Tensor], optimizers: list[torch.optim.Optimizer],
+                          tools: StepTools) -> StepOutput:
+        """``d_steps`` D updates, then one G update; returns G's loss and the scalars to log."""
+        x, y = batch
+        real, labels = x * 2 - 1, (y if self.conditional else None)
+        opt_d, opt_g = optimizers
+        d_params, g_params = self.d_parameters(), self.g_parameters()
+        scalars: dict[str, float] = {}
+        for _ in range(self.config.d_steps):
+            with torch.no_grad():
+                fake = self.generate(torch.randn(x.shape[0], self.config.noise_dim, device=x.device), labels)
+            with tools.autocast():
+                real_out, fake_out = self.critic(real, labels), self.critic(fake, labels)
+                d_loss = self.loss.d_loss_fn(real_out, fake_out)
+                if self.loss.gradient_penalty:
+                    gp = gradient_penalty(lambda im: self.critic(im, labels), real, fake)
+                    d_loss = d_loss + self.config.gp_weight * gp
+                    scalars["gp"] = gp.item()
+            tools.backward_and_step(d_loss, opt_d, d_params)
+        scalars.update(d_loss=d_loss.item(), d_real=self.loss.score(real_out.float()).mean().item(),
+                       d_fake=self.loss.score(fake_out.float()).mean().item())
+        for p in d_params:  # G's backward needs no gradients for D's weights
+            p.requires_grad_(False)
+        try:
+            with tools.autocast():
+                fake = self.generate(torch.randn(x.shape[0], self.config.noise_dim, device=x.device), labels)
+                g_loss = self.loss.g_loss_fn(self.critic(fake, labels))
+            tools.backward_and_step(g_loss, opt_g, g_params)
+        finally:
+            for p in d_params:
+                p.requires_grad_(True)
+        scalars.update(loss=g_loss.item(), g_loss=g_loss.item())
+        if self.loss.probability:
+            self.d_wins.update(scalars["d_real"], scalars["d_fake"])
+        return StepOutput(g_loss, scalars)
+
+    # -- sampling ------------------------------------------------------------------------------
+    def noise(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None) -> Tensor:
+        """z (n,noise_dim) on the model's device, drawn on CPU from ``generator``.
+
+        With ``truncation`` t, each coordinate follows N(0,1) conditioned on |z| <= t (the
+        truncation trick: less variety, more typical images). It is drawn by the inverse CDF,
+        which gives exactly the distribution of resampling every |z| > t, in one pass.
+        """
+        shape = (n, self.config.noise_dim)
+        if truncation is None:
+            return torch.randn(shape, generator=generator).to(self.device)
+        if not truncation > 0:
+            raise ValueError(f"truncation must be positive, got {truncation}")
+        lo = torch.special.ndtr(torch.tensor(-float(truncation), dtype=torch.float64))
+        u = lo + (1 - 2 * lo) * torch.rand(shape, generator=generator, dtype=torch.float64)
+        return torch.special.ndtri(u).clamp(-truncation, truncation).float().to(self.device)
+
+    @torch.no_grad()
+    def sample_from_noise(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Images (N,1,28,28) in [0,1] for noise z (N,noise_dim); conditional models take labels (N,)."""
+        images = self.generate(z.to(self.device), self._check_labels(labels, z.shape[0]))
+        return ((images.float() + 1) / 2).clamp(0, 1)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None, labels: Tensor | None = None,
+               callback: Callable[[dict], None] | None = None, truncation: float | None = None) -> Tensor:
+        """``n`` images (N,1,28,28) in [0,1]; ``truncation`` bounds each noise coordinate (see ``noise``)."""
+        labels = self._check_labels(labels, n)  # validated before any noise is drawn
+        images = self.sample_from_noise(self.noise(n, generator, truncation), labels)
+        if callback is not None:
+            callback({"step": 0, "x0": images})
+        return images
+
+
+def slerp(z0: Tensor, z1: Tensor, t: float | Tensor) -> Tensor:
+    """Spherical interpolation between noise vectors z0 and z1 (same shape (..., D)).
+
+    ``t`` in [0,1]: a float gives one point; a 1-D tensor of T values gives (T, ...) points.
+    Along the great circle the norm moves smoothly from |z0| to |z1| (unit vectors stay unit),
+    so midpoints keep the typical norm of Gaussian noise, unlike linear interpolation. Nearly
+    parallel vectors fall back to linear interpolation.
+    """
+    tt = torch.as_tensor(t, dtype=z0.dtype, device=z0.device)
+    single = tt.dim() == 0
+    tt = tt.reshape(-1, *([1] * z0.dim()))                                    # (T,1,...,1)
+    cos = (F.normalize(z0, dim=-1) * F.normalize(z1, dim=-1)).sum(-1, keepdim=True).clamp(-1, 1)
+    omega = torch.acos(cos)
+    sin = torch.sin(omega)
+    ok = sin.abs() > 1e-6
+    safe = torch.where(ok, sin, torch.ones_like(sin))
+    w0 = torch.where(ok, torch.sin((1 - tt) * omega) / safe, 1 - tt)
+    w1 = torch.where(ok, torch.sin(tt * omega) / safe, tt)
+    out = w0 * z0 + w1 * z1
+    return out[0] if single else out
+
+
+@register("mlp-gan")
+class MLPGAN(GAN):
+    """The textbook GAN (Goodfellow et al., 2014): fully connected G and D."""
+
+    Config = MLPGANConfig
+    description = "Textbook GAN with fully connected generator and discriminator"
+
+    def build(self) -> tuple[nn.Module, nn.Module]:
+        """Fully connected G and D."""
+        c = self.config
+        return (mlp_generator(c.noise_dim, c.hidden),
+                mlp_discriminator(c.hidden, c.spectral_norm, c.d_output == "sigmoid"))
+
+
+@register("dcgan")
+class DCGAN(GAN):
+    """Deep convolutional GAN (Radford et al., 2015): transposed convs and BatchNorm in G."""
+
+    Config = DCGANConfig
+    description = "DCGAN: convolutional generator (with BatchNorm) and discriminator"
+
+    def build(self) -> tuple[nn.Module, nn.Module]:
+        """Conv G and D; cgan's G takes [z, label embedding] and its D a second, label, channel."""
+        c = self.config
+        in_dim, in_channels = (c.noise_dim + c.embed_dim, 2) if self.conditional else (c.noise_dim, 1)
+        return (conv_generator(in_dim, c.g_width),
+                conv_discriminator(in_channels, c.d_width, c.spectral_norm, c.d_output == "sigmoid"))
+
+
+@register("cgan")
+class ConditionalGAN(DCGAN):
+    """Conditional DCGAN (Mirza & Osindero, 2014): both nets see a learned embedding of the class."""
+
+    Config = CGANConfig
+    conditional = True
+    description = "Conditional DCGAN: choose which digit to draw"

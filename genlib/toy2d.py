@@ -1,0 +1,391 @@
+"""A 2-D GAN you can watch learn (in the spirit of GAN Lab): points, not images.
+
+Real points come from a named 2-D distribution; G maps noise (B,noise_dim) to points (B,2) and D
+maps points (B,2) to one score (B,1). Both are small MLPs trained with the loss functions and
+gradient penalty of ``genlib.families.gan``, so the toy shows exactly what the image GANs do.
+What a page draws, from ``Toy2DGAN.snapshot()``:
+
+    real     (n,2)    a fixed sample of the real distribution
+    fake     (n,2)    G applied to fixed noise, so the same points move as G learns
+    surface  (R,R)    D's score on a grid over ``bounds`` (row i is ys[i], column j is xs[j])
+    arrows   (n,2)    where G's next update pushes each fake point: -d(g_loss)/dx
+
+``ToySession`` runs a model in a background thread (like ``genlib.jobs.Job``): start, pause,
+single D or G steps while paused, cancel, and a snapshot that any thread may read. Nothing here
+imports Streamlit, and nothing touches torch's global random state: every draw comes from the
+model's own generator, so two sessions with the same seed make the same pictures.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from genlib.config import Config, setting
+from genlib.families.gan import LOSS_NAMES, LOSSES, gradient_penalty
+from genlib.training import TrainingDiverged
+
+GAUSSIAN_MEAN = (1.0, -0.5)  # the "gaussian" distribution: a known target for tests and newcomers
+GAUSSIAN_STD = 0.5
+MAX_HISTORY = 5000           # loss rows kept per model (one per G update)
+TICK_SLEEP_S = 0.02          # pause between ticks, so a running session never hogs a small CPU
+MAX_RUNNING_TOY_SESSIONS = 4
+MAX_TOY_SESSIONS = 32        # registry size; the oldest sessions that are not running are dropped
+
+
+# -- distributions: name -> (n, generator) -> points (n,2) ----------------------------------------------
+def _ring(n: int, g: torch.Generator) -> Tensor:
+    angle = torch.randint(0, 8, (n,), generator=g) * (2 * math.pi / 8)
+    return 2.0 * torch.stack([angle.cos(), angle.sin()], 1) + 0.1 * torch.randn((n, 2), generator=g)
+
+
+def _grid(n: int, g: torch.Generator) -> Tensor:
+    centres = torch.randint(-2, 3, (n, 2), generator=g).float()
+    return centres + 0.05 * torch.randn((n, 2), generator=g)
+
+
+def _moons(n: int, g: torch.Generator) -> Tensor:
+    from sklearn.datasets import make_moons
+
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
+    x, _ = make_moons(n_samples=n, noise=0.05, random_state=seed)
+    return (torch.from_numpy(x).float() - torch.tensor([0.5, 0.25])) * 1.5
+
+
+def _spiral(n: int, g: torch.Generator) -> Tensor:
+    t = 3 * math.pi * torch.rand(n, generator=g).sqrt()  # sqrt: even density along the arm
+    r = 0.3 + 1.7 * t / (3 * math.pi)
+    return torch.stack([r * t.cos(), r * t.sin()], 1) + 0.05 * torch.randn((n, 2), generator=g)
+
+
+def _gaussian(n: int, g: torch.Generator) -> Tensor:
+    return torch.tensor(GAUSSIAN_MEAN) + GAUSSIAN_STD * torch.randn((n, 2), generator=g)
+
+
+DISTRIBUTIONS: dict[str, Callable[[int, torch.Generator], Tensor]] = {
+    "ring": _ring,          # 8 Gaussians on a circle of radius 2
+    "grid": _grid,          # 5x5 Gaussians at the integer points of [-2,2]^2
+    "moons": _moons,        # scikit-learn's two moons, centred
+    "spiral": _spiral,      # one arm, 1.5 turns
+    "gaussian": _gaussian,  # N(GAUSSIAN_MEAN, GAUSSIAN_STD^2 I)
+}
+
+
+def sample_distribution(name: str, n: int, generator: torch.Generator | None = None) -> Tensor:
+    """``n`` points (n,2) float32 from the distribution ``name`` (see ``DISTRIBUTIONS``)."""
+    if name not in DISTRIBUTIONS:
+        raise ValueError(f"unknown distribution {name!r}; known: {', '.join(DISTRIBUTIONS)}")
+    return DISTRIBUTIONS[name](n, generator if generator is not None else torch.Generator().manual_seed(0)).float()
+
+
+# -- the model -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ToyConfig(Config):
+    """Everything a toy run depends on; the same seed gives the same run."""
+
+    distribution: str = setting("ring", "the real distribution", choices=tuple(DISTRIBUTIONS))
+    loss: str = setting("bce", "adversarial loss (as for the image GANs)", choices=LOSS_NAMES)
+    noise_dim: int = setting(2, "size of G's noise vector", min=1, max=8)
+    hidden: int = setting(32, "units per hidden layer, in G and in D", min=2, max=256)
+    hidden_layers: int = setting(2, "hidden layers, in G and in D", min=1, max=4)
+    g_lr: float = setting(5e-4, "generator learning rate (Adam); below D's, the two time-scale rule that keeps "
+                          "the toy from orbiting", min=1e-5, max=1.0, format="%.5f")
+    d_lr: float = setting(2e-3, "discriminator learning rate (Adam)", min=1e-5, max=1.0, format="%.5f")
+    d_steps: int = setting(1, "D updates per G update", min=1, max=10)
+    adam_beta1: float = setting(0.5, "Adam beta1 for both networks", min=0.0, max=0.999)
+    gp_weight: float = setting(0.1, "weight of the WGAN-GP gradient penalty", min=0.0, max=100.0)
+    batch_size: int = setting(128, "real and fake points per update", min=8, max=4096)
+    num_points: int = setting(512, "real and fake points drawn in the picture", min=16, max=4096)
+    max_steps: int = setting(20_000, "a running session stops after this many G updates", min=1, max=10**7)
+    seed: int = setting(0, "seed for weights, noise and real samples", min=0, max=2**31 - 1)
+
+
+def _mlp(n_in: int, hidden: int, layers: int, n_out: int, act: Callable[[], nn.Module]) -> nn.Sequential:
+    sizes = [n_in] + [hidden] * layers
+    mods: list[nn.Module] = []
+    for a, b in zip(sizes, sizes[1:]):
+        mods += [nn.Linear(a, b), act()]
+    return nn.Sequential(*mods, nn.Linear(sizes[-1], n_out))
+
+
+def _init_(net: nn.Module, g: torch.Generator) -> None:
+    """PyTorch's default Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn from ``g``."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Linear):
+                bound = 1 / math.sqrt(m.in_features)
+                m.weight.uniform_(-bound, bound, generator=g)
+                m.bias.uniform_(-bound, bound, generator=g)
+
+
+@dataclass
+class ToySnapshot:
+    """A picture of a toy GAN at one moment; numpy copies, safe to keep and to plot."""
+
+    step: int                                  # G updates so far
+    real: np.ndarray                           # (n,2)
+    fake: np.ndarray                           # (n,2) G(fixed noise)
+    xs: np.ndarray                             # (R,)
+    ys: np.ndarray                             # (R,)
+    surface: np.ndarray                        # (R,R) D's score; row i is ys[i]
+    surface_is_probability: bool               # bce/lsgan: a probability of "real"; hinge/wgan: raw
+    arrows: np.ndarray                         # (n,2) where G pushes each fake point
+    bounds: tuple[float, float, float, float]  # (xmin, xmax, ymin, ymax)
+    history: list[dict[str, float]] = field(default_factory=list)
+    status: str = "paused"
+    message: str = ""
+
+
+class Toy2DGAN:
+    """Small MLP generator and discriminator on 2-D points, updated one phase at a time."""
+
+    def __init__(self, config: ToyConfig):
+        self.config = c = config
+        self.rng = torch.Generator().manual_seed(c.seed)
+        self.loss = LOSSES["logit"][c.loss]
+        self.generator = _mlp(c.noise_dim, c.hidden, c.hidden_layers, 2, lambda: nn.LeakyReLU(0.2))
+        self.discriminator = _mlp(2, c.hidden, c.hidden_layers, 1, nn.Tanh)  # tanh: a smooth surface
+        _init_(self.generator, self.rng)
+        _init_(self.discriminator, self.rng)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=c.g_lr, betas=(c.adam_beta1, 0.999))
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=c.d_lr, betas=(c.adam_beta1, 0.999))
+        self.fixed_noise = torch.randn((c.num_points, c.noise_dim), generator=self.rng)
+        self.real_points = sample_distribution(c.distribution, c.num_points, self.rng)
+        lo, hi = self.real_points.min(0).values - 1.0, self.real_points.max(0).values + 1.0
+        self.bounds = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
+        self.steps = 0
+        self.history: deque[dict[str, float]] = deque(maxlen=MAX_HISTORY)
+        self._last_d: dict[str, float] = {}
+
+    def _update(self, loss: Tensor, opt: torch.optim.Optimizer, net: nn.Module, name: str) -> None:
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"the {name} became {loss.item()} at step {self.steps}; "
+                                   "try lower learning rates or the wgan-gp loss")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if not torch.isfinite(nn.utils.clip_grad_norm_(net.parameters(), math.inf)):
+            raise TrainingDiverged(f"the gradients of the {name} became non-finite at step {self.steps}; "
+                                   "try lower learning rates")
+        opt.step()
+
+    def d_step(self, real_batch: Tensor | None = None) -> dict[str, float]:
+        """One D update on ``real_batch`` (B,2) (a fresh sample when None) and fresh fakes."""
+        c = self.config
+        real = real_batch if real_batch is not None else sample_distribution(c.distribution, c.batch_size, self.rng)
+        with torch.no_grad():
+            fake = self.generator(torch.randn((real.shape[0], c.noise_dim), generator=self.rng))
+        real_out, fake_out = self.discriminator(real), self.discriminator(fake)
+        loss = self.loss.d_loss_fn(real_out, fake_out)
+        scalars = {}
+        if self.loss.gradient_penalty:
+            gp = gradient_penalty(self.discriminator, real, fake, generator=self.rng)
+            loss = loss + c.gp_weight * gp
+            scalars["gp"] = gp.item()
+        self._update(loss, self.opt_d, self.discriminator, "discriminator loss")
+        scalars.update(d_loss=loss.item(), d_real=self.loss.score(real_out).mean().item(),
+                       d_fake=self.loss.score(fake_out).mean().item())
+        self._last_d = scalars
+        return scalars
+
+    def g_step(self) -> dict[str, float]:
+        """One G update; it completes a step and appends a row to ``history``."""
+        c = self.config
+        self.discriminator.requires_grad_(False)
+        try:
+            fake = self.generator(torch.randn((c.batch_size, c.noise_dim), generator=self.rng))
+            loss = self.loss.g_loss_fn(self.discriminator(fake))
+            self._update(loss, self.opt_g, self.generator, "generator loss")
+        finally:
+            self.discriminator.requires_grad_(True)
+        self.steps += 1
+        self.history.append({"step": self.steps, **self._last_d, "g_loss": loss.item()})
+        return {"g_loss": loss.item()}
+
+    def step(self) -> dict[str, float]:
+        """``d_steps`` D updates, then one G update; returns the step's scalars."""
+        for _ in range(self.config.d_steps):
+            self.d_step()
+        self.g_step()
+        return dict(self.history[-1])
+
+    @torch.no_grad()
+    def fake_points(self, noise: Tensor | None = None) -> Tensor:
+        """G(noise) (n,2); the fixed noise by default, so the same points can be followed."""
+        return self.generator(self.fixed_noise if noise is None else noise)
+
+    @torch.no_grad()
+    def decision_surface(self, bounds: tuple[float, float, float, float] | None = None,
+                         resolution: int = 60) -> tuple[Tensor, Tensor, Tensor]:
+        """(xs (R,), ys (R,), values (R,R)): D's score on a grid; values[i, j] is at (xs[j], ys[i]).
+
+        The score is a probability of "real" for bce (sigmoid of the logit) and D's own output
+        for lsgan (it regresses to 1/0), and the raw, unbounded critic value for hinge and wgan-gp.
+        """
+        x0, x1, y0, y1 = bounds or self.bounds
+        xs, ys = torch.linspace(x0, x1, resolution), torch.linspace(y0, y1, resolution)
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
+        return xs, ys, self.loss.score(self.discriminator(grid)).view(resolution, resolution)
+
+    def generator_gradients(self, points: Tensor | None = None) -> Tensor:
+        """(n,2): the direction G's loss pushes each generated point, -d g_loss(D(x)) / dx.
+
+        Evaluated at ``points`` (the fixed fake points by default) with D held fixed. Each point is
+        treated alone: this is the gradient of the batch-mean loss times n, so arrows do not
+        shrink as more points are drawn. G moves its points along these arrows (through its weights).
+        """
+        x = (self.fake_points() if points is None else points).detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            per_point = self.loss.g_loss_fn(self.discriminator(x)) * x.shape[0]
+            (grad,) = torch.autograd.grad(per_point, x)
+        return -grad
+
+    def snapshot(self, resolution: int = 60) -> ToySnapshot:
+        """Everything a page needs to draw the current state (see ``ToySnapshot``)."""
+        fake = self.fake_points()
+        xs, ys, values = self.decision_surface(resolution=resolution)
+        return ToySnapshot(self.steps, self.real_points.numpy().copy(), fake.numpy().copy(), xs.numpy(),
+                           ys.numpy(), values.numpy(), self.loss.probability,
+                           self.generator_gradients(fake).numpy(), self.bounds, list(self.history))
+
+
+# -- background sessions -----------------------------------------------------------------------------------
+class ToyLimitError(RuntimeError):
+    """Too many toy sessions are running already."""
+
+
+class ToySession:
+    """A Toy2DGAN trained in a worker thread: start, pause, single steps, cancel, snapshot.
+
+    Status: paused | running | finished (max_steps reached) | cancelled | failed (NaN). Every
+    method may be called from any thread; the lock guards the model between ticks.
+    """
+
+    def __init__(self, config: ToyConfig, session_id: str | None = None):
+        self.id = session_id or uuid.uuid4().hex[:8]
+        self.config = config
+        self.model = Toy2DGAN(config)
+        self.status = "paused"
+        self.message = ""
+        self.steps_per_tick = 5
+        self.cancel_event = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self, steps_per_tick: int = 5) -> None:
+        """Run continuously, ``steps_per_tick`` steps every tick, until paused, cancelled or done."""
+        if not 1 <= steps_per_tick <= 1000:
+            raise ValueError(f"steps_per_tick must be 1 to 1000, got {steps_per_tick}")
+        with _SESSIONS_LOCK, self._lock:
+            if self.status in ("cancelled", "failed"):
+                raise RuntimeError(f"this session is {self.status}; start a new one")
+            self.steps_per_tick = steps_per_tick
+            if self.status == "running":
+                return
+            running = sum(s.status == "running" for s in _SESSIONS.values() if s is not self)
+            if running >= MAX_RUNNING_TOY_SESSIONS:
+                raise ToyLimitError(f"{running} toy sessions are already running; pause one first")
+            self.status, self.message = "running", ""
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name=f"genlib-toy-{self.id}", daemon=True)
+                self._thread.start()
+
+    def pause(self) -> None:
+        """Stop after the current tick; the model keeps its state and single steps still work."""
+        with self._lock:
+            if self.status == "running":
+                self.status = "paused"
+
+    def single_step(self, phase: str) -> dict[str, float]:
+        """One D update (``phase="d"``) or one G update (``"g"``), in the caller's thread."""
+        steps = {"d": self.model.d_step, "g": self.model.g_step}
+        if phase not in steps:
+            raise ValueError(f"phase must be 'd' or 'g', got {phase!r}")
+        with self._lock:
+            if self.status in ("cancelled", "failed"):
+                raise RuntimeError(f"this session is {self.status}; start a new one")
+            try:
+                return steps[phase]()
+            except TrainingDiverged as err:
+                self.status, self.message = "failed", f"training diverged: {err}"
+                raise
+
+    def cancel(self) -> None:
+        """Stop for good; the worker ends within one tick."""
+        self.cancel_event.set()
+        with self._lock:
+            if self.status in ("running", "paused"):
+                self.status = "cancelled"
+
+    def snapshot(self, resolution: int = 60) -> ToySnapshot:
+        """A consistent picture of the model plus the session's status and message."""
+        with self._lock:
+            snap = self.model.snapshot(resolution)
+            snap.status, snap.message = self.status, self.message
+        return snap
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Join the worker thread, if there is one (tests; a page polls ``snapshot`` instead)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if self.status != "running" or self.cancel_event.is_set():
+                    self._thread = None
+                    return
+                try:
+                    for _ in range(self.steps_per_tick):
+                        self.model.step()
+                        if self.model.steps >= self.config.max_steps:
+                            self.status, self.message = "finished", f"reached max_steps={self.config.max_steps}"
+                            break
+                except TrainingDiverged as err:
+                    self.status, self.message = "failed", f"training diverged: {err}"
+                except Exception as err:  # never die silently: the page shows the message
+                    self.status, self.message = "failed", f"{type(err).__name__}: {err}"
+            time.sleep(TICK_SLEEP_S)
+
+
+_SESSIONS: dict[str, ToySession] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def start_toy_session(config: ToyConfig | dict[str, Any], *, run: bool = True, steps_per_tick: int = 5) -> ToySession:
+    """Create and register a session (validating a dict config); with ``run`` start it too.
+
+    Raises ConfigError for a bad config and ToyLimitError when MAX_RUNNING_TOY_SESSIONS run already
+    (then nothing is registered). ``run=False`` gives a paused session for step-by-step mode.
+    """
+    config = ToyConfig.from_dict(config) if isinstance(config, dict) else config
+    session = ToySession(config)
+    with _SESSIONS_LOCK:
+        _SESSIONS[session.id] = session
+        idle = [s for s in _SESSIONS.values() if s.status != "running" and s is not session]
+        for old in idle[: max(0, len(_SESSIONS) - MAX_TOY_SESSIONS)]:  # oldest first (insertion order)
+            old.cancel()
+            del _SESSIONS[old.id]
+    if run:
+        try:
+            session.start(steps_per_tick)
+        except ToyLimitError:
+            with _SESSIONS_LOCK:
+                _SESSIONS.pop(session.id, None)
+            raise
+    return session
+
+
+def get_toy_session(session_id: str) -> ToySession | None:
+    """The registered session with this id, or None (never created, or dropped as old)."""
+    with _SESSIONS_LOCK:
+        return _SESSIONS.get(session_id)

@@ -1,0 +1,108 @@
+"""Whole panels that every family page shares: train a model in the background, and a checkpoint's
+metrics and downloads. Built from the widgets in ``pages._ui``; no model maths here.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+import genlib
+from genlib.images import grid_png
+from genlib.jobs import JobLimitError, get_job, start_training_job
+from genlib.runs import preview_samples
+from pages._ui import (LiveRenderer, Picked, _render_live_results, config_widgets, download_png, global_seed,
+                       job_panel, loss_figure, make_config)
+
+
+def train_panel(family_names: Sequence[str], key_prefix: str, train_fields: Sequence[str],
+                train_defaults: dict[str, Any] | None = None, render: LiveRenderer = _render_live_results,
+                model_defaults: Callable[[str], dict[str, Any]] | None = None) -> None:
+    """Settings generated from the chosen family's config on the left; the live job on the right.
+
+    The job runs in genlib.jobs (a worker thread), so switching tabs or pages does not stop it;
+    the job id lives in ``{key_prefix}_job_id`` and the finished run opens in the picker
+    ``{key_prefix}_model``.
+    """
+    families = genlib.families()
+    job_id = st.session_state.get(f"{key_prefix}_job_id")
+    job = get_job(job_id) if job_id else None
+    running = job is not None and not job.snapshot().done
+    settings, panel = st.columns([2, 3], gap="large")
+    with settings:
+        family = st.selectbox("Variant", family_names, format_func=lambda f: f"{f} · {families[f].description}",
+                              key=f"{key_prefix}_train_family")
+        cls = families[family]
+        st.markdown("**Model settings**")
+        model_values = config_widgets(cls.Config, f"{key_prefix}_train_{family}", columns=2,
+                                      defaults=model_defaults(family) if model_defaults else None)
+        st.markdown("**Training settings**")
+        train_values = config_widgets(genlib.TrainConfig, f"{key_prefix}_train", only=train_fields, columns=2,
+                                      defaults=train_defaults)
+        st.caption(f"The training seed is the global seed ({global_seed()}). Training runs in the background: "
+                   "you can switch tabs or pages and come back.")
+        if st.button("Start training", type="primary", key=f"{key_prefix}_start", disabled=running,
+                     icon=":material/play_arrow:"):
+            model_config = make_config(cls.Config, model_values)
+            train_config = make_config(genlib.TrainConfig, {**train_values, "seed": global_seed()})
+            if model_config is not None and train_config is not None:
+                try:
+                    job = start_training_job(family, model_config, train_config)
+                except (JobLimitError, genlib.ConfigError) as err:
+                    st.error(str(err))
+                else:
+                    st.session_state[f"{key_prefix}_job_id"] = job.id
+                    st.rerun()  # redraw with the Start button disabled and the live panel
+        if running:
+            st.caption("Wait for this job to finish or cancel it before starting another.")
+    with panel:
+        if not job_id:
+            st.info("Start a run to watch it here: progress with ETA, live loss curves and samples as it learns.")
+            return
+        job_panel(job_id, key_prefix, picker_key=f"{key_prefix}_model", render=render)
+
+
+def metrics_panel(p: Picked, key_prefix: str,
+                  history_figure: Callable[[pd.DataFrame], go.Figure] = loss_figure) -> None:
+    """metrics.json as a table, the loss log as a chart, and downloads of the checkpoint's files."""
+    info = p.info
+    left, right = st.columns([2, 3])
+    with left:
+        st.markdown(f"**{info.name}** · {info.family} · {info.origin}")
+        shown = {k: v for k, v in info.metrics.items() if not isinstance(v, (dict, list))}
+        if shown:
+            table = pd.DataFrame({"metric": list(shown),
+                                  "value": [f"{v:.4g}" if isinstance(v, float) else str(v) for v in shown.values()]})
+            st.table(table.set_index("metric"))
+        else:
+            st.info("This checkpoint has no metrics.json.")
+    with right:
+        history = info.path / "history.csv"
+        if history.exists():
+            st.plotly_chart(history_figure(pd.read_csv(history)), key=f"{key_prefix}_metrics_loss")
+        else:
+            st.info("This checkpoint has no loss log (history.csv).")
+    cols = st.columns(4)
+    if info.preview:
+        samples_png = info.preview.read_bytes()
+    else:
+        images, nrow = preview_samples(p.model)
+        samples_png = grid_png(images, nrow)
+    with cols[0]:
+        download_png(samples_png, f"{info.name}-samples.png", key=f"{key_prefix}_dl_preview", label="Sample grid (PNG)")
+    weights = info.path / "model.safetensors"
+    if weights.exists():
+        cols[1].download_button("Weights (safetensors)", data=weights.read_bytes, file_name=f"{info.name}.safetensors",
+                                mime="application/octet-stream", key=f"{key_prefix}_dl_weights", on_click="ignore",
+                                icon=":material/download:")
+    cols[2].download_button("Metrics (CSV)", data=pd.DataFrame([shown]).to_csv(index=False),
+                            file_name=f"{info.name}-metrics.csv", mime="text/csv", key=f"{key_prefix}_dl_metrics",
+                            on_click="ignore", icon=":material/download:")
+    config_text = json.dumps({"family": info.family, "model": info.model_config, "train": info.train_config},
+                             indent=2)
+    cols[3].download_button("config.json", data=config_text, file_name=f"{info.name}-config.json",
+                            mime="application/json", key=f"{key_prefix}_dl_config", on_click="ignore",
+                            icon=":material/download:")
