@@ -7,6 +7,7 @@ out of the page list.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -302,6 +303,30 @@ def loss_figure(history: pd.DataFrame | list[dict[str, float]], height: int = 32
     df = history if isinstance(history, pd.DataFrame) else pd.DataFrame(history)
     main = "recon" if "recon" in df else "loss"
     return scalars_figure(df, [main], ["kl"], "reconstruction loss (nats/image)", "KL (nats/image)", height)
+
+
+# -- lazy tabs -----------------------------------------------------------------------------------------
+def model_tabs(tabs: dict[str, Callable], key: str, picked: "Picked | None",
+               needs_no_model: Sequence[Callable] = ()) -> None:
+    """Draw only the open tab (``on_change="rerun"`` makes st.tabs lazy: t-SNE, sampling are not free).
+
+    A tab function takes the picked model, or nothing if it is in ``needs_no_model``. A failing tab
+    shows its error and leaves the page running (Streamlit's rerun/stop signals pass through).
+    """
+    for tab, (name, render) in zip(st.tabs(list(tabs), key=key, on_change="rerun"), tabs.items()):
+        if tab.open is False:
+            continue
+        with tab:
+            try:
+                if render in needs_no_model:
+                    render()
+                elif picked is None:
+                    st.info("Choose a model above, or train one in the Train tab.")
+                else:
+                    render(picked)
+            except Exception as err:  # an unusual checkpoint must not take the page down
+                logging.getLogger(__name__).exception("tab %r failed", name)
+                st.error(f"{name} could not be shown: {type(err).__name__}: {err}")
 
 
 # -- background training jobs -------------------------------------------------------------------------

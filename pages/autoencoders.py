@@ -6,7 +6,6 @@ shown follows the model's abilities (``model.has``, ``model.conditional``, ``lat
 never its family name. The maths lives in ``genlib.analysis``; this file only draws.
 Session-state keys start with ``ae_``.
 """
-import logging
 
 import pandas as pd
 import plotly.express as px
@@ -16,7 +15,8 @@ import streamlit as st
 from genlib import analysis
 from genlib.data import UploadError, lfw_faces, load_upload, mnist, uniform_noise
 from pages._panels import metrics_panel, train_panel
-from pages._ui import Picked, checkpoint_picker, download_png, families_in, global_seed, require_router, show_grid
+from pages._ui import (Picked, checkpoint_picker, download_png, families_in, global_seed, model_tabs, require_router,
+                       show_grid)
 
 require_router()
 
@@ -212,19 +212,4 @@ if picked is not None:
     st.caption(f"{m.description} · latent dim {m.config.latent_dim} · {m.num_parameters():,} parameters · "
                f"abilities: {', '.join(sorted(m.abilities))}")
 
-# on_change="rerun" makes the tabs lazy: only the open tab's code runs (t-SNE is not free).
-for tab, (name, render) in zip(st.tabs(list(TABS), key="ae_tab", on_change="rerun"), TABS.items()):
-    if tab.open is False:
-        continue
-    with tab:
-        try:
-            if render is train_tab:
-                render()
-            elif picked is None:
-                st.info("Choose a model above, or train one in the Train tab.")
-            else:
-                render(picked)
-        except Exception as err:  # an unusual checkpoint must not take the page down (Streamlit's
-            # rerun/stop signals are BaseExceptions and pass through)
-            logging.getLogger(__name__).exception("tab %r failed", name)
-            st.error(f"{name} could not be shown: {type(err).__name__}: {err}")
+model_tabs(TABS, "ae_tab", picked, needs_no_model=(train_tab,))

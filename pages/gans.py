@@ -8,8 +8,6 @@ generated points and the gradient arrows that move them, live or one D/G step at
 The maths lives in genlib (families/gan.py, toy2d.py, metrics.py); this file only draws.
 Session-state keys start with ``gan_``.
 """
-import logging
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -24,7 +22,7 @@ from genlib.metrics import class_coverage, nearest_neighbours
 from genlib.toy2d import ToyConfig, ToyLimitError, get_toy_session, start_toy_session
 from pages._panels import metrics_panel, train_panel
 from pages._ui import (GRID_SCALE, Picked, checkpoint_picker, config_widgets, download_png, families_in, global_seed,
-                       make_config, require_router, scalars_figure, show_grid)
+                       make_config, model_tabs, require_router, scalars_figure, show_grid)
 from genlib.images import to_png
 
 require_router()
@@ -204,15 +202,21 @@ def toy_tab() -> None:
         if config is None:
             return
         changed = session is None or session.config != config or session.status in ("cancelled", "failed")
+
+        def fresh_session(run: bool):
+            """Replace the current session with a new one from the settings shown."""
+            if session is not None:
+                session.cancel()
+            new = start_toy_session(config, run=run, steps_per_tick=speed)
+            st.session_state["gan_toy_id"] = new.id
+            return new
+
         cols = st.columns(2)
         try:
             if cols[0].button("Run" if changed else "Resume", type="primary", key="gan_toy_run",
                               icon=":material/play_arrow:"):
                 if changed:
-                    if session is not None:
-                        session.cancel()
-                    session = start_toy_session(config, steps_per_tick=speed)
-                    st.session_state["gan_toy_id"] = session.id
+                    session = fresh_session(run=True)
                 else:
                     session.start(speed)
             if cols[1].button("Pause", key="gan_toy_pause", disabled=session is None or session.status != "running",
@@ -223,16 +227,11 @@ def toy_tab() -> None:
                 if col.button(f"One {phase.upper()} step", key=f"gan_toy_step_{phase}", icon=":material/skip_next:",
                               help="Slow mode: one discriminator update, then one generator update."):
                     if changed:
-                        if session is not None:
-                            session.cancel()
-                        session = start_toy_session(config, run=False)
-                        st.session_state["gan_toy_id"] = session.id
+                        session = fresh_session(run=False)
                     session.pause()
                     session.single_step(phase)
             if st.button("Reset", key="gan_toy_reset", icon=":material/restart_alt:", disabled=session is None):
-                session.cancel()
-                session = start_toy_session(config, run=False)
-                st.session_state["gan_toy_id"] = session.id
+                session = fresh_session(run=False)
         except (ToyLimitError, ConfigError, RuntimeError) as err:
             st.error(str(err))
     with view:
@@ -254,7 +253,6 @@ TABS = {
     "2-D toy": toy_tab,
     "Metrics & downloads": metrics_tab,
 }
-NEEDS_NO_MODEL = (train_tab, toy_tab)
 
 st.title("GANs")
 st.caption("A generator learns to fool a discriminator: the textbook MLP GAN, DCGAN and a conditional DCGAN on "
@@ -264,17 +262,4 @@ if picked is not None:
     m = picked.model
     st.caption(f"{m.description} · loss {m.config.loss} · {m.num_parameters():,} parameters (G and D)")
 
-for tab, (name, render) in zip(st.tabs(list(TABS), key="gan_tab", on_change="rerun"), TABS.items()):
-    if tab.open is False:
-        continue
-    with tab:
-        try:
-            if render in NEEDS_NO_MODEL:
-                render()
-            elif picked is None:
-                st.info("Choose a model above, or train one in the Train tab.")
-            else:
-                render(picked)
-        except Exception as err:  # an unusual checkpoint must not take the page down
-            logging.getLogger(__name__).exception("tab %r failed", name)
-            st.error(f"{name} could not be shown: {type(err).__name__}: {err}")
+model_tabs(TABS, "gan_tab", picked, needs_no_model=(train_tab, toy_tab))

@@ -31,14 +31,18 @@ def run_clean(at: AppTest) -> AppTest:
     return at
 
 
-def open_ae_page(tab: str | None = None) -> AppTest:
-    """The Autoencoders page, on ``tab`` (the tabs are keyed "ae_tab" and run lazily)."""
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+def open_page(page: str, state: dict | None = None, timeout: int = TIMEOUT) -> AppTest:
+    """A page through the router, with ``state`` (e.g. the open tab: tabs are keyed and lazy) set first."""
+    at = AppTest.from_file(APP, default_timeout=timeout)
     run_clean(at)
-    at.switch_page("pages/autoencoders.py")
-    if tab:
-        at.session_state["ae_tab"] = tab
+    at.switch_page(page)
+    for key, value in (state or {}).items():
+        at.session_state[key] = value
     return run_clean(at)
+
+
+def open_ae_page(tab: str | None = None) -> AppTest:
+    return open_page("pages/autoencoders.py", {"ae_tab": tab} if tab else None)
 
 
 def show_tab(at: AppTest, tab: str) -> AppTest:
@@ -267,14 +271,8 @@ def test_training_job_can_be_cancelled(app_env):
 
 # -- Compare -----------------------------------------------------------------------------------------------
 def open_compare(models: list[str] | None = None, seed: int | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=300)  # the first scoring of a model takes seconds
-    run_clean(at)
-    at.switch_page("pages/compare.py")
-    if models is not None:
-        at.session_state["cmp_models"] = models
-    if seed is not None:
-        at.session_state["cmp_seed"] = seed
-    return run_clean(at)
+    state = {k: v for k, v in (("cmp_models", models), ("cmp_seed", seed)) if v is not None}
+    return open_page("pages/compare.py", state, timeout=300)  # the first scoring of a model takes seconds
 
 
 def test_compare_page_scores_two_models_like_genlib_eval(app_env):
@@ -311,12 +309,7 @@ def test_compare_page_reports_a_bad_source_and_keeps_the_rest(app_env, tmp_path)
 
 # -- GANs ----------------------------------------------------------------------------------------------------
 def open_gan_page(tab: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    run_clean(at)
-    at.switch_page("pages/gans.py")
-    if tab:
-        at.session_state["gan_tab"] = tab
-    return run_clean(at)
+    return open_page("pages/gans.py", {"gan_tab": tab} if tab else None)
 
 
 @pytest.mark.parametrize("family", ["mlp-gan", "dcgan", "cgan"])
