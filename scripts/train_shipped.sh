@@ -2,11 +2,13 @@
 # The exact commands that made every shipped checkpoint, on a 2-core CPU (no GPU).
 # One torch thread per run: two runs side by side beat one run fighting over both cores.
 # Usage: bash scripts/train_shipped.sh [name ...]   (default: all, in this order)
+# Each run scores itself with the evaluator at the end (metrics.json). After retraining the
+# evaluator, re-score the others with: python -m genlib eval NAME --write
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 run() { echo "== $1"; shift; time "$@"; }
-want() { [ $# -eq 0 ] || [[ " ${ALL[*]} " == *" $1 "* ]]; }
+want() { [ ${#ALL[@]} -eq 0 ] || [[ " ${ALL[*]} " == *" $1 "* ]]; }
 ALL=("$@")
 want digit-classifier && run digit-classifier python -m genlib train-evaluator --out checkpoints/digit-classifier --epochs 40
 want vae-mnist    && run vae-mnist    python -m genlib train vae  --out checkpoints/vae-mnist    --epochs 150 --kl-warmup-steps 1000 --ema-decay 0.999
@@ -14,3 +16,4 @@ want vae-2d-mnist && run vae-2d-mnist python -m genlib train vae  --out checkpoi
 want cvae-mnist   && run cvae-mnist   python -m genlib train cvae --out checkpoints/cvae-mnist   --epochs 150 --kl-warmup-steps 1000 --ema-decay 0.999
 want ae-mnist     && run ae-mnist     python -m genlib train ae   --out checkpoints/ae-mnist     --epochs 100 --ema-decay 0.999
 want dae-mnist    && run dae-mnist    python -m genlib train dae  --out checkpoints/dae-mnist    --epochs 100 --noise-std 0.5 --ema-decay 0.999
+want mlp-gan-mnist && run mlp-gan-mnist python -m genlib train mlp-gan --out checkpoints/mlp-gan-mnist --loss hinge --spectral-norm --ema-decay 0.999 --lr 2e-4 --batch-size 64 --epochs 130 --max-steps 8000 --preview-every 1000

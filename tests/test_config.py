@@ -146,7 +146,7 @@ def test_json_round_trip_defaults_and_changed(cls):
             changes[name] = spec["max"] if spec["default"] == spec["min"] else spec["min"]
         elif t is float:
             changes[name] = spec["min"] + (spec["max"] - spec["min"]) / 3
-        elif t is str and spec.get("choices"):
+        elif t is str and len(spec.get("choices") or ()) > 1:
             changes[name] = [c for c in spec["choices"] if c != spec["default"]][0]
     assert changes, "nothing to change"
     changed = cls(**changes)

@@ -186,12 +186,8 @@ class CGANConfig(DCGANConfig):
 
     num_classes: int = setting(10, "number of classes to condition on", min=2, max=100)
     embed_dim: int = setting(16, "size of the label embedding appended to z", min=1, max=256)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.dataset != "mnist":
-            raise ConfigError(f"cgan conditions on digit classes, and the {self.dataset!r} set has no labels; "
-                              "use dataset='mnist' or an unconditional family")
+    # only labelled images: the faces have no classes to condition on
+    dataset: str = setting("mnist", "training images: MNIST digits, the classes it conditions on", choices=("mnist",))
 
 
 # -- networks: plain nn.Sequential; the model adds cgan's label embeddings around them -------------
