@@ -8,6 +8,12 @@
       history.csv        the loss log, one row per step
       README.md          a model card
 
+A family with ``own_checkpoint_layout`` writes its weights in its own library's layout instead of
+model.safetensors: diffusion models are diffusers pipeline folders (model_index.json, unet/,
+scheduler/) with genlib's config.json beside them. A folder without genlib's config.json loads
+when a family claims it (``GenerativeModel.claim_folder``): any unconditional diffusers
+UNet2DModel pipeline loads as family ``diffusion``.
+
 One loader (``load_model``) takes a shipped checkpoint name, a run the user trained, a local
 folder, or a Hugging Face hub id (downloaded with huggingface_hub when the machine is online).
 """
@@ -28,12 +34,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from genlib.config import ConfigError
-from genlib.registry import UnknownFamilyError, get_family
+from genlib.registry import UnknownFamilyError, families, get_family
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
+# What a hub download fetches: configs, safetensors weights (a diffusers pipeline's unet/ and
+# scheduler/ folders included: fnmatch's * crosses "/") and side files; never pickles or code.
+HUB_ALLOW_PATTERNS = ("*.json", "*.safetensors", "*.png", "*.md", "*.csv", "*.txt")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,11 +96,16 @@ def save_folder(folder: str | Path, module: nn.Module, meta: dict[str, Any],
     tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:12]}")
     tmp.mkdir()
     try:
-        # contiguous clones: safetensors refuses shared or strided storage
-        state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        if getattr(module, "own_checkpoint_layout", False):
+            module.save_pretrained_files(tmp)  # e.g. a diffusers pipeline: model_index.json, unet/, scheduler/
+        else:
+            # contiguous clones: safetensors refuses shared or strided storage
+            state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **meta}, indent=2, sort_keys=True))
-        shutil.copymode(tmp / CONFIG_FILE, tmp / WEIGHTS_FILE)  # safetensors writes 0600; match the others
+        for written in tmp.rglob("*"):  # safetensors writes 0600; match the others (umask)
+            if written.is_file():
+                shutil.copymode(tmp / CONFIG_FILE, written)
         for name, content in (extra_files or {}).items():
             mode = "wb" if isinstance(content, bytes) else "w"
             with open(tmp / name, mode) as fh:
@@ -159,8 +173,7 @@ def _download(repo_id: str) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.png", "*.md", "*.csv",
-                                                               "*.txt"]))
+        return Path(snapshot_download(repo_id, allow_patterns=list(HUB_ALLOW_PATTERNS)))
     except LocalEntryNotFoundError:
         raise CheckpointError(f"could not download {repo_id!r} from the Hugging Face Hub: this machine is offline "
                               "and the model is not in the local cache") from None
@@ -170,18 +183,46 @@ def _download(repo_id: str) -> Path:
         raise CheckpointError(f"could not fetch {repo_id!r} from the Hugging Face Hub: {err}") from None
 
 
+def _claim(folder: Path) -> dict[str, Any] | None:
+    """{"family", "model"} from the first family that claims a folder of another library, else None.
+
+    A family that recognises the folder but cannot load it raises CheckpointError; that error is
+    reported only if no other family claims the folder.
+    """
+    refusal = None
+    for name, cls in families().items():
+        try:
+            model_config = cls.claim_folder(folder)
+        except CheckpointError as err:
+            refusal = refusal or err
+            continue
+        if model_config is not None:
+            return {"family": name, "model": model_config}
+    if refusal is not None:
+        raise refusal
+    return None
+
+
 def read_info(folder: str | Path, origin: str = "local") -> CheckpointInfo:
-    """Read config.json and metrics.json of a folder; raise CheckpointError if unusable."""
+    """Read config.json and metrics.json of a folder; raise CheckpointError if unusable.
+
+    A folder without genlib's config.json (e.g. a diffusers pipeline) is described by the family
+    that claims it.
+    """
     folder = Path(folder)
     cfg_path = folder / CONFIG_FILE
-    if not cfg_path.exists():
+    meta = None
+    if cfg_path.exists():
+        try:
+            meta = json.loads(cfg_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"{cfg_path} is corrupt (not valid JSON: {err})") from None
+    if not isinstance(meta, dict) or "family" not in meta or "model" not in meta:
+        meta = _claim(folder) or meta
+    if meta is None:
         pickles = [p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES]
         hint = f" It holds {', '.join(pickles)}: pickled weights are refused." if pickles else ""
         raise CheckpointError(f"{folder} is not a genlib checkpoint: {CONFIG_FILE} is missing.{hint}")
-    try:
-        meta = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{cfg_path} is corrupt (not valid JSON: {err})") from None
     if not isinstance(meta, dict) or "family" not in meta or "model" not in meta:
         raise CheckpointError(f"{cfg_path} was not written by genlib (no 'family'/'model' entries); "
                               "it may belong to another library")
@@ -245,12 +286,19 @@ def load_model(source: str | Path, *, expect_family: str | None = None, device: 
     """Load any checkpoint: returns (model in eval mode, CheckpointInfo)."""
     folder, origin = resolve(source)
     info = read_info(folder, origin)
+    if info.kind == "evaluator":
+        raise CheckpointError(f"{info.name} is the evaluator (the digit classifier that scores models), "
+                              "not a generative model")
     if expect_family and info.family != expect_family:
         raise CheckpointError(f"{info.name} is a {info.family!r} checkpoint, not {expect_family!r}")
     try:
         cls = get_family(info.family)
-        model = cls(cls.Config.from_dict(info.model_config))
+        config = cls.Config.from_dict(info.model_config)
+        if cls.own_checkpoint_layout:
+            model = cls.from_folder(folder, config)  # weights and their configs in the family's own layout
+        else:
+            model = cls(config)
+            load_state(folder, model)
     except (UnknownFamilyError, ConfigError) as err:
         raise CheckpointError(f"{folder / CONFIG_FILE}: {err}") from None
-    load_state(folder, model)
     return model.to(device).eval(), info

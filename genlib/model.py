@@ -8,6 +8,7 @@ does, so a GAN can override ``optimization_step`` to run two optimizers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
 import torch
@@ -101,3 +102,26 @@ class GenerativeModel(nn.Module):
     @property
     def num_classes(self) -> int:
         return int(getattr(self.config, "num_classes", 0))
+
+    # -- checkpoint layout -------------------------------------------------------------------------
+    # By default genlib.checkpoints writes the state dict as model.safetensors beside config.json and
+    # loads it into ``cls(config)``. A family whose weights belong in another library's folder layout
+    # (diffusion: a diffusers pipeline) sets ``own_checkpoint_layout`` and implements the first two
+    # hooks; genlib.checkpoints still writes config.json, the side files, and does it atomically.
+    own_checkpoint_layout: ClassVar[bool] = False
+
+    def save_pretrained_files(self, folder: Path) -> None:
+        """Write the weights (and their own configs) into ``folder``, which already exists."""
+        raise NotImplementedError(f"{type(self).__name__} is saved by genlib.checkpoints as model.safetensors")
+
+    @classmethod
+    def from_folder(cls, folder: Path, config: ModelConfig) -> "GenerativeModel":
+        """Build the model from files written by ``save_pretrained_files``; raise CheckpointError if unusable."""
+        raise NotImplementedError(f"{cls.__name__} is loaded by genlib.checkpoints from model.safetensors")
+
+    @classmethod
+    def claim_folder(cls, folder: Path) -> dict[str, Any] | None:
+        """The model config of a folder written by another library that this family loads as it is
+        (it has no genlib config.json), or None if the folder is not one. May raise CheckpointError
+        for a folder it recognises but cannot load."""
+        return None

@@ -197,7 +197,7 @@ def test_unknown_family(tmp_path, core_tiny_model):
                                  weights_from=core_tiny_model("vae"))
     with pytest.raises(CheckpointError) as err:
         load_model(folder)
-    assert "gan9000" in str(err.value) and "known families: ae, cvae, dae, vae" in str(err.value)
+    assert "gan9000" in str(err.value) and "known families: " + ", ".join(sorted(genlib.families())) in str(err.value)
 
 
 def test_model_config_out_of_range(tmp_path, core_tiny_model):

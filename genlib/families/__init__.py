@@ -1,2 +1,2 @@
 """One module per model family; importing this package registers them all."""
-from genlib.families import autoencoders, gan  # noqa: F401
+from genlib.families import autoencoders, diffusion, gan  # noqa: F401

@@ -1,0 +1,519 @@
+"""Denoising diffusion on diffusers' ``UNet2DModel`` and schedulers: unconditional and class-conditional.
+
+Forward process (fixed): x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, with x_0 in [-1,1] and
+abar_t the cumulative product of (1 - beta) over the beta schedule. The UNet learns to predict eps,
+the velocity v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0, or x_0 itself (``prediction``).
+
+Sampling walks t from T-1 down to 0 with a scheduler (DDPM, DDIM, DPM-Solver++ or Euler) in a loop
+written out as in diffusers' ``pipeline_ddpm.py``. Every call builds its own scheduler from the
+model's scheduler config, so a model shared between browser sessions is never mutated.
+
+    x_T ~ N(0, I) (N,C,H,W) -> for t in timesteps: out = unet(x_t, t[, class]); x_{t-1} = step(out, t, x_t)
+
+The class-conditional family embeds num_classes + 1 classes: the extra index is the "null" class
+that training uses for a random 10% of images, so sampling can mix conditional and unconditional
+predictions (classifier-free guidance): out = out_null + s * (out_class - out_null).
+
+Checkpoints are diffusers pipeline folders (model_index.json, unet/, scheduler/) with genlib's own
+config.json beside them; any unconditional UNet2DModel pipeline folder loads as family ``diffusion``.
+Editing (inpainting, SDEdit), the likelihood bound and attention maps live in genlib/diffusion_tools.py.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import diffusers
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
+                       UNet2DModel)
+from torch import Tensor
+
+from genlib import diffusion_tools as tools
+from genlib.checkpoints import CheckpointError
+from genlib.config import ConfigError, setting
+from genlib.diffusion_tools import make_mask, to_image_range, to_model_range  # noqa: F401  (make_mask: for pages)
+from genlib.model import GenerativeModel, ModelConfig, StepOutput
+from genlib.registry import register
+
+# genlib's schedule names -> diffusers' beta_schedule names
+SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2", "sigmoid": "sigmoid", "scaled_linear": "scaled_linear"}
+PREDICTIONS = ("epsilon", "v_prediction", "sample")
+# sampler name -> (scheduler class, settings over the model's scheduler config)
+SAMPLERS: dict[str, tuple[type, dict[str, Any]]] = {
+    "ddpm": (DDPMScheduler, {}),
+    "ddim": (DDIMScheduler, {}),
+    "dpm-solver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
+    "euler": (EulerDiscreteScheduler, {}),
+}
+PIPELINE_INDEX = "model_index.json"
+CPU_CHUNK = 128  # on the CPU, batches above ~200 28x28 images fall out of cache and run 2x slower per image
+Callback = Callable[[dict], None]
+
+
+# -- configs -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DiffusionConfig(ModelConfig):
+    """The UNet's shape and the forward process. The defaults sample 16 digits in 20 steps in ~1.5 s
+    on one CPU core (1.1M parameters)."""
+
+    sample_size: int = setting(28, "image height and width in pixels", min=8, max=1024)
+    in_channels: int = setting(1, "image channels (1 grey, 3 RGB)", min=1, max=4)
+    base_channels: int = setting(32, "channels of the first UNet level; the deeper levels have twice as many",
+                                 min=8, max=1024)
+    levels: int = setting(3, "UNet resolutions (28 -> 14 -> 7 for 3); sample_size must halve levels-1 times",
+                          min=1, max=8)
+    layers_per_block: int = setting(1, "ResNet blocks per level on the way down (one more on the way up)",
+                                    min=1, max=4)
+    attention: bool = setting(True, "self-attention at the lowest resolution (down, middle and up blocks)")
+    attention_head_dim: int = setting(32, "channels per attention head (divides the lowest level's channels)",
+                                      min=4, max=1024)
+    schedule: str = setting("linear", "beta schedule of the forward process (cosine = squaredcos_cap_v2)",
+                            choices=tuple(SCHEDULES))
+    prediction: str = setting("epsilon", "what the UNet predicts: the noise, the velocity v, or x0 itself",
+                              choices=PREDICTIONS)
+    num_train_timesteps: int = setting(1000, "steps T of the forward process", min=10, max=4000)
+    sample_steps: int = setting(50, "sampler steps when a caller gives none (previews, evaluation)", min=1, max=4000)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sample_steps > self.num_train_timesteps:
+            raise ConfigError(f"sample_steps={self.sample_steps} exceeds "
+                              f"num_train_timesteps={self.num_train_timesteps}")
+
+    def block_out_channels(self) -> tuple[int, ...]:
+        """Channels per level: base, 2*base, 2*base, ... (as DDPM's (1,2,2,2) multipliers)."""
+        return tuple(self.base_channels * (1 if i == 0 else 2) for i in range(self.levels))
+
+    def unet_config(self, num_class_embeds: int | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``UNet2DModel``; ConfigError for combinations that cannot be built."""
+        steps = 2 ** (self.levels - 1)
+        if self.sample_size % steps:
+            raise ConfigError(f"sample_size={self.sample_size} must be divisible by {steps} for levels={self.levels}")
+        channels = self.block_out_channels()
+        if self.attention and channels[-1] % self.attention_head_dim:
+            raise ConfigError(f"attention_head_dim={self.attention_head_dim} must divide the lowest level's "
+                              f"{channels[-1]} channels")
+        down, up = ["DownBlock2D"] * self.levels, ["UpBlock2D"] * self.levels
+        if self.attention:
+            down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
+        return dict(sample_size=self.sample_size, in_channels=self.in_channels, out_channels=self.in_channels,
+                    block_out_channels=channels, layers_per_block=self.layers_per_block,
+                    down_block_types=tuple(down), up_block_types=tuple(up), add_attention=self.attention,
+                    attention_head_dim=self.attention_head_dim, norm_num_groups=math.gcd(self.base_channels, 8),
+                    num_class_embeds=num_class_embeds)
+
+    def scheduler_config(self) -> dict[str, Any]:
+        """The DDPMScheduler config of the forward process (x0 clipped to [-1,1] when sampling)."""
+        sched = DDPMScheduler(num_train_timesteps=self.num_train_timesteps, beta_schedule=SCHEDULES[self.schedule],
+                              prediction_type=self.prediction, clip_sample=True, timestep_spacing="trailing")
+        return {"_class_name": type(sched).__name__, **_public(sched.config)}
+
+
+@dataclass(frozen=True)
+class CDiffusionConfig(DiffusionConfig):
+    """A DiffusionConfig plus the classes and how often training hides them."""
+
+    num_classes: int = setting(10, "number of classes to condition on (one more is the null class)", min=2, max=1000)
+    cond_drop_prob: float = setting(0.1, "fraction of training images whose class is replaced by the null class "
+                                         "(enables classifier-free guidance)", min=0.0, max=1.0)
+
+
+def _public(config: dict) -> dict[str, Any]:
+    """A diffusers config without its private keys (_class_name, _use_default_values, ...), tuples as lists."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dict(config).items() if not k.startswith("_")}
+
+
+# -- the model -----------------------------------------------------------------------------------------------
+@register("diffusion")
+class DiffusionModel(GenerativeModel):
+    """A DDPM-style diffusion model: a UNet2DModel trained to undo Gaussian noise."""
+
+    Config = DiffusionConfig
+    abilities = frozenset({"log_likelihood", "attention_maps"})
+    description = "Diffusion model (DDPM/DDIM, UNet from diffusers): denoises pure noise into digits"
+    likelihood_is_bound = True
+    own_checkpoint_layout = True
+    default_guidance_scale = 1.0
+
+    def __init__(self, config: DiffusionConfig, unet: UNet2DModel | None = None,
+                 scheduler_config: dict[str, Any] | None = None):
+        """Build a fresh UNet from ``config``, or wrap a loaded ``unet`` and its ``scheduler_config`` verbatim."""
+        super().__init__(config)
+        self.unet = unet if unet is not None else UNet2DModel(**config.unet_config(self._num_class_embeds()))
+        self.scheduler_config = dict(scheduler_config or config.scheduler_config())
+        forward = DDPMScheduler.from_config(self.scheduler_config)
+        # Plain CPU tensors, not buffers: the schedule is saved in scheduler/, not with the weights.
+        self.betas = forward.betas.clone()                    # (T,)
+        self.alphas_cumprod = forward.alphas_cumprod.clone()  # (T,) abar_t, decreasing
+        if not tools.attention_layers(self.unet):  # no attention layers, nothing to show
+            self.abilities = self.abilities - {"attention_maps"}
+
+    def _num_class_embeds(self) -> int | None:
+        return None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images this UNet makes."""
+        size = self.unet.config.sample_size
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        return self.unet.config.in_channels, h, w
+
+    @property
+    def num_train_timesteps(self) -> int:
+        """T, the number of forward-process steps."""
+        return len(self.betas)
+
+    # -- the network and its parameterisation ------------------------------------------------------------------
+    def class_input(self, labels: Tensor | None, n: int) -> Tensor | None:
+        """The UNet's class_labels (N,) for ``labels``: the null class K when None; None if unconditional."""
+        return None
+
+    def predict(self, x_t: Tensor, t: Tensor | int, labels: Tensor | None = None,
+                guidance_scale: float = 1.0) -> Tensor:
+        """The UNet's raw output (N,C,H,W) for x_t (N,C,H,W) in [-1,1] at timestep(s) t (scalar or (N,)).
+
+        It is eps, v or x0 according to ``config.prediction``. Class-conditional models mix the
+        class and null-class outputs when ``guidance_scale`` != 1 (both halves in one forward pass).
+        """
+        n, channels = x_t.shape[0], x_t.shape[1]
+        t = torch.as_tensor(t, device=x_t.device).expand(n)        # (N,)
+        classes = self.class_input(labels, n)                       # (N,) or None
+        if classes is None or guidance_scale == 1.0:
+            return self._unet(x_t, t, classes)[:, :channels]
+        null = torch.full_like(classes, self.num_classes)
+        out = self._unet(torch.cat([x_t, x_t]), t.repeat(2), torch.cat([classes, null]))[:, :channels]
+        cond, uncond = out.chunk(2)                                   # each (N,C,H,W)
+        return uncond + guidance_scale * (cond - uncond)
+
+    def _unet(self, x: Tensor, t: Tensor, classes: Tensor | None) -> Tensor:
+        """unet(x (B,C,H,W), t (B,), classes (B,) or None).sample, in chunks of CPU_CHUNK on the CPU."""
+        if x.device.type != "cpu" or x.shape[0] <= CPU_CHUNK:
+            return self.unet(x, t, class_labels=classes).sample
+        parts = [self.unet(x[i:i + CPU_CHUNK], t[i:i + CPU_CHUNK],
+                           class_labels=None if classes is None else classes[i:i + CPU_CHUNK]).sample
+                 for i in range(0, x.shape[0], CPU_CHUNK)]
+        return torch.cat(parts)
+
+    def predict_x0(self, x_t: Tensor, t: Tensor | int | float, output: Tensor) -> Tensor:
+        """x0 (N,C,H,W), unclipped, implied by the UNet ``output`` at x_t and integer timestep(s) t."""
+        idx = torch.as_tensor(t).detach().cpu().double().round().long()
+        abar = self.alphas_cumprod[idx].to(x_t.device).reshape(-1, 1, 1, 1)  # (1 or N,1,1,1)
+        pred = self.scheduler_config.get("prediction_type", "epsilon")
+        if pred == "epsilon":
+            return (x_t - (1 - abar).sqrt() * output) / abar.sqrt()
+        if pred == "v_prediction":
+            return abar.sqrt() * x_t - (1 - abar).sqrt() * output
+        return output
+
+    # -- training ----------------------------------------------------------------------------------------------
+    def configure_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
+        """One AdamW over the UNet."""
+        return [torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=0.0)]
+
+    def training_labels(self, labels: Tensor) -> Tensor | None:
+        """The class input the UNet sees in training (None for the unconditional family)."""
+        return None
+
+    def training_step(self, batch: tuple[Tensor, Tensor], step: int) -> StepOutput:
+        """The DDPM loss: mean squared error between the UNet's output and its target at a random t."""
+        x, y = batch
+        x0 = to_model_range(x)                                              # (B,C,H,W) in [-1,1]
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, self.num_train_timesteps, (x0.shape[0],), device=x0.device)  # (B,)
+        forward = self.noise_scheduler()
+        x_t = forward.add_noise(x0, noise, t)
+        target = {"epsilon": noise, "sample": x0}.get(forward.config.prediction_type)
+        if target is None:  # v_prediction
+            target = forward.get_velocity(x0, noise, t)
+        out = self.unet(x_t, t, class_labels=self.training_labels(y)).sample[:, :x0.shape[1]]
+        loss = F.mse_loss(out, target)
+        return StepOutput(loss, {"loss": loss.item()})
+
+    # -- schedulers --------------------------------------------------------------------------------------------
+    def noise_scheduler(self) -> DDPMScheduler:
+        """A fresh DDPMScheduler of the forward process (add_noise, get_velocity, DDPM steps)."""
+        return DDPMScheduler.from_config(self.scheduler_config)
+
+    def make_scheduler(self, sampler: str = "ddim"):
+        """A fresh scheduler instance for ``sampler`` (never shared between calls), on the model's betas."""
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        cls, extra = SAMPLERS[sampler]
+        if cls is DPMSolverMultistepScheduler and self.scheduler_config.get("clip_sample", False):
+            # DPM-Solver++ has no clip_sample; thresholding at sample_max_value=1 clips x0 the same way
+            extra = {**extra, "thresholding": True,
+                     "sample_max_value": float(self.scheduler_config.get("clip_sample_range", 1.0))}
+        # trained_betas: the exact betas of the forward process, whatever beta_schedule the class supports
+        return cls.from_config({**self.scheduler_config, "trained_betas": self.betas.tolist(),
+                                "rescale_betas_zero_snr": False, **extra})
+
+    # -- sampling ----------------------------------------------------------------------------------------------
+    def check_labels(self, labels: Tensor | None, n: int) -> Tensor | None:
+        """Validated class labels (N,) on the model's device; None for unconditional models."""
+        return None
+
+    def resolve_guidance(self, guidance_scale: float | None) -> float:
+        """The guidance scale to use: the family's default for None; ValueError for unconditional models."""
+        if guidance_scale is None:
+            return self.default_guidance_scale
+        if not self.conditional and guidance_scale != 1.0:
+            raise ValueError("guidance_scale applies to class-conditional models only")
+        return float(guidance_scale)
+
+    def check_sampling(self, sampler: str, steps: int, eta: float) -> None:
+        """ValueError unless ``sampler`` exists, 1 <= steps <= T, and eta is 0 or the sampler is DDIM."""
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if not 1 <= steps <= self.num_train_timesteps:
+            raise ValueError(f"steps must be between 1 and {self.num_train_timesteps}, got {steps}")
+        if eta != 0.0 and sampler != "ddim":
+            raise ValueError(f"eta applies to the ddim sampler only, not {sampler!r}")
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None, labels: Tensor | None = None,
+               callback: Callback | None = None, sampler: str = "ddim", steps: int | None = None, eta: float = 0.0,
+               guidance_scale: float | None = None) -> Tensor:
+        """``n`` images (N,C,H,W) in [0,1], denoised from Gaussian noise in ``steps`` scheduler steps.
+
+        sampler: "ddpm" (ancestral), "ddim" (``eta`` 0 = deterministic), "dpm-solver++" or "euler";
+        ``steps`` defaults to ``config.sample_steps`` (50); ``guidance_scale`` to the family's default.
+        The initial noise comes from ``generator`` on the CPU, so a seed gives the same images on any
+        device. ``callback`` receives {"step", "t", "x_t", "x0_pred", "num_steps"} each step (images in [0,1]).
+        """
+        steps = self.config.sample_steps if steps is None else steps
+        self.check_sampling(sampler, steps, eta)
+        labels = self.check_labels(labels, n)
+        scale = self.resolve_guidance(guidance_scale)
+        scheduler = self.make_scheduler(sampler)
+        scheduler.set_timesteps(steps)
+        noise = torch.randn((n, *self.image_shape), generator=generator).to(self.device)  # (N,C,H,W)
+        x = noise * scheduler.init_noise_sigma
+        x = self.denoise_loop(x, scheduler, scheduler.timesteps, labels=labels, guidance_scale=scale,
+                              callback=callback, generator=generator, eta=eta)
+        return to_image_range(x)
+
+    def denoise_loop(self, x: Tensor, scheduler, timesteps: Tensor, *, labels: Tensor | None = None,
+                     guidance_scale: float = 1.0, callback: Callback | None = None,
+                     generator: torch.Generator | None = None, eta: float = 0.0) -> Tensor:
+        """Run ``scheduler`` over ``timesteps`` from x (N,C,H,W) in the scheduler's own scale; x_0 in [-1,1]."""
+        extra = {"eta": eta} if isinstance(scheduler, DDIMScheduler) else {}
+        for i, t in enumerate(timesteps):
+            x_in = scheduler.scale_model_input(x, t)           # Euler divides by sqrt(sigma^2+1); others: x
+            out = self.predict(x_in, t, labels, guidance_scale)
+            step = scheduler.step(out, t, x, generator=generator, **extra)
+            if callback is not None:
+                x0 = getattr(step, "pred_original_sample", None)
+                if x0 is None:  # DPM-Solver returns only the next sample
+                    x0 = self.predict_x0(x_in, t, out)
+                callback({"step": i, "t": int(t), "x_t": to_image_range(x_in), "x0_pred": to_image_range(x0),
+                          "num_steps": len(timesteps)})
+            x = step.prev_sample
+        return x
+
+    # -- the forward process, for plots ----------------------------------------------------------------------
+    @torch.no_grad()
+    def noisy_at(self, x0: Tensor, t: int | Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """x_t (N,C,H,W) in [0,1] drawn from q(x_t | x_0) for images x0 (N,C,H,W) in [0,1] at timestep(s) t."""
+        t = torch.as_tensor(t, dtype=torch.long).reshape(-1).expand(x0.shape[0]).to(x0.device)  # (N,)
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        return to_image_range(self.noise_scheduler().add_noise(to_model_range(x0), noise, t))
+
+    def schedule_curves(self) -> dict[str, np.ndarray]:
+        """This model's schedule: t, betas, alphas_cumprod and log SNR = log(abar/(1-abar)), each (T,)."""
+        return _curves(self.betas, self.alphas_cumprod)
+
+    # -- abilities and editing (implemented in genlib/diffusion_tools.py) ------------------------------------
+    def bits_per_dim(self, x: Tensor, labels: Tensor | None = None, generator: torch.Generator | None = None,
+                     num_timesteps: int = 2) -> Tensor:
+        """Variational bound on -log2 p(x) per dimension (N,) for images (N,C,H,W) in [0,1]; see diffusion_tools."""
+        return tools.bits_per_dim(self, x, labels, generator=generator, num_timesteps=num_timesteps)
+
+    def attention_maps(self, x0: Tensor | None, t: int, labels: Tensor | None = None,
+                       generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Softmax attention of every attention layer for one image: {block name: (heads, Q, K)}."""
+        return tools.attention_maps(self, x0, t, labels, generator=generator)
+
+    def attention_over_time(self, x0: Tensor | None, query: tuple[int, int], timesteps: Sequence[int],
+                            labels: Tensor | None = None, generator: torch.Generator | None = None
+                            ) -> dict[str, Tensor]:
+        """Where one query pixel attends at each of ``timesteps``: {block name: (len(timesteps), heads, h, w)}."""
+        return tools.attention_over_time(self, x0, query, timesteps, labels, generator=generator)
+
+    def inpaint(self, x0: Tensor, mask: Tensor, steps: int | None = None, generator: torch.Generator | None = None,
+                callback: Callback | None = None, *, labels: Tensor | None = None, jump_n: int = 1,
+                guidance_scale: float | None = None) -> Tensor:
+        """Fill the pixels where ``mask`` (N,1,H,W) is 0 (RePaint); known pixels are kept. Images in [0,1]."""
+        return tools.inpaint(self, x0, mask, steps, generator, callback, labels=labels, jump_n=jump_n,
+                             guidance_scale=guidance_scale)
+
+    def sdedit(self, x0: Tensor, strength: float, steps: int | None = None, generator: torch.Generator | None = None,
+               sampler: str = "ddim", *, labels: Tensor | None = None, callback: Callback | None = None,
+               eta: float = 0.0, guidance_scale: float | None = None) -> Tensor:
+        """Noise images x0 (N,C,H,W) in [0,1] to ``strength`` * T and denoise them again (SDEdit)."""
+        return tools.sdedit(self, x0, strength, steps, generator, sampler, labels=labels, callback=callback,
+                            eta=eta, guidance_scale=guidance_scale)
+
+    # -- checkpoints: a diffusers pipeline folder --------------------------------------------------------------
+    def save_pretrained_files(self, folder: Path) -> None:
+        """Write model_index.json, unet/ (config.json + safetensors) and scheduler/scheduler_config.json."""
+        folder = Path(folder)
+        self.unet.save_pretrained(folder / "unet", safe_serialization=True)
+        scheduler_class = self.scheduler_config.get("_class_name", "DDPMScheduler")
+        version = {"_diffusers_version": diffusers.__version__}
+        (folder / "scheduler").mkdir(exist_ok=True)
+        (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+            {"_class_name": scheduler_class, **version, **_public(self.scheduler_config)}, indent=2, sort_keys=True))
+        (folder / PIPELINE_INDEX).write_text(json.dumps(
+            {"_class_name": "DDPMPipeline", **version, "scheduler": ["diffusers", scheduler_class],
+             "unet": ["diffusers", "UNet2DModel"]}, indent=2, sort_keys=True))
+
+    @classmethod
+    def from_folder(cls, folder: Path, config: DiffusionConfig) -> "DiffusionModel":
+        """Load a pipeline folder: the UNet from safetensors only, its config and the scheduler's verbatim."""
+        unet_dir, scheduler_dir = _pipeline_parts(Path(folder))
+        try:
+            unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, local_files_only=True,
+                                               low_cpu_mem_usage=False)
+        except (OSError, ValueError, RuntimeError) as err:
+            pickles = [p.name for p in unet_dir.glob("*.bin")]
+            hint = f"; it holds {', '.join(pickles)}: pickled weights are refused" if pickles else ""
+            raise CheckpointError(f"cannot load the UNet in {unet_dir}: {str(err).splitlines()[0]}{hint}") from None
+        scheduler_config = _read_json(scheduler_dir / "scheduler_config.json")
+        derived = derive_config(dict(unet.config), scheduler_config, cls.conditional)
+        wrong = sorted(k for k, v in derived.items() if getattr(config, k) != v)
+        if wrong:
+            raise CheckpointError(f"config.json of {folder} does not fit its unet/ and scheduler/ configs "
+                                  f"({', '.join(f'{k}: {getattr(config, k)!r} vs {derived[k]!r}' for k in wrong)})")
+        return cls(config, unet=unet, scheduler_config=scheduler_config)
+
+    @classmethod
+    def claim_folder(cls, folder: Path) -> dict[str, Any] | None:
+        """The model config of an unconditional diffusers UNet2DModel pipeline folder; None if it is not one."""
+        folder = Path(folder)
+        if cls.conditional or not (folder / PIPELINE_INDEX).is_file():
+            return None
+        unet_dir, scheduler_dir = _pipeline_parts(folder)
+        unet_config = _read_json(unet_dir / "config.json")
+        if unet_config.get("num_class_embeds") or unet_config.get("class_embed_type"):
+            raise CheckpointError(f"{folder}: a class-conditional UNet2DModel without genlib's config.json; "
+                                  "genlib loads unconditional diffusers pipelines only")
+        if unet_config.get("time_embedding_type", "positional") != "positional":
+            raise CheckpointError(f"{folder}: a UNet with {unet_config['time_embedding_type']} time embedding "
+                                  "(a score-SDE model); genlib loads DDPM-style pipelines only")
+        derived = derive_config(unet_config, _read_json(scheduler_dir / "scheduler_config.json"), conditional=False)
+        return {**derived, "sample_steps": min(50, derived["num_train_timesteps"])}  # a default: not in the folder
+
+
+@register("cdiffusion")
+class ConditionalDiffusionModel(DiffusionModel):
+    """A diffusion model told which class to draw, with classifier-free guidance."""
+
+    Config = CDiffusionConfig
+    conditional = True
+    description = "Class-conditional diffusion model with classifier-free guidance"
+    default_guidance_scale = 2.0
+
+    def _num_class_embeds(self) -> int:
+        return self.config.num_classes + 1  # the last index is the null class
+
+    def check_labels(self, labels: Tensor | None, n: int) -> Tensor:
+        """Labels (N,) in 0..K-1 on the model's device; 0..K-1 repeated when None; ValueError otherwise."""
+        if labels is None:
+            return self.default_labels(n)
+        labels = torch.as_tensor(labels)
+        if labels.shape != (n,) or labels.is_floating_point() or labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(f"labels must be {n} integers in 0..{self.num_classes - 1}")
+        return labels.to(self.device).long()
+
+    def class_input(self, labels: Tensor | None, n: int) -> Tensor:
+        if labels is None:  # no class given: the null class, i.e. the unconditional model
+            return torch.full((n,), self.num_classes, dtype=torch.long, device=self.device)
+        return labels.to(self.device).long()
+
+    def training_labels(self, labels: Tensor) -> Tensor:
+        """``labels`` (B,) with a random ``cond_drop_prob`` share replaced by the null class K."""
+        drop = torch.rand(labels.shape, device=labels.device) < self.config.cond_drop_prob  # (B,)
+        return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+
+
+# -- folders and schedules ------------------------------------------------------------------------------------
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is corrupt (not valid JSON: {err})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} is not a JSON object")
+    return data
+
+
+def _pipeline_parts(folder: Path) -> tuple[Path, Path]:
+    """(unet folder, scheduler folder) named by model_index.json; CheckpointError for other pipelines."""
+    index = _read_json(folder / PIPELINE_INDEX)
+    parts = {k: v for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[-1]}
+    unets = [k for k, v in parts.items() if v[-1] == "UNet2DModel"]
+    schedulers = [k for k, v in parts.items() if str(v[-1]).endswith("Scheduler")]
+    others = sorted(set(parts) - set(unets) - set(schedulers))
+    if len(unets) != 1 or len(schedulers) != 1 or others:
+        raise CheckpointError(f"{folder} is a {index.get('_class_name', 'diffusers')} pipeline of "
+                              f"{', '.join(f'{k} ({v[-1]})' for k, v in parts.items()) or 'nothing'}; genlib loads "
+                              "pipelines of one UNet2DModel and one scheduler")
+    return folder / unets[0], folder / schedulers[0]
+
+
+def derive_config(unet: dict[str, Any], scheduler: dict[str, Any], conditional: bool) -> dict[str, Any]:
+    """genlib's model config read off a UNet2DModel config and a scheduler config (both kept verbatim)."""
+    size = unet.get("sample_size")
+    if isinstance(size, (list, tuple)):
+        if len(set(size)) != 1:
+            raise CheckpointError(f"non-square UNet (sample_size {size}); genlib needs square images")
+        size = size[0]
+    if not isinstance(size, int) or "beta_schedule" not in scheduler and not scheduler.get("trained_betas"):
+        raise CheckpointError("not a DDPM-style pipeline: the UNet has no sample_size or the scheduler no betas")
+    names = {v: k for k, v in SCHEDULES.items()}
+    if scheduler.get("trained_betas") or scheduler.get("beta_schedule", "linear") not in names:
+        raise CheckpointError(f"beta schedule {scheduler.get('beta_schedule')!r} is not one of "
+                              f"{', '.join(SCHEDULES.values())}")
+    channels = list(unet.get("block_out_channels", (224, 448, 672, 896)))
+    blocks = list(unet.get("down_block_types", ())) + list(unet.get("up_block_types", ()))
+    derived = {
+        "sample_size": size, "in_channels": int(unet.get("in_channels", 3)), "base_channels": channels[0],
+        "levels": len(channels), "layers_per_block": int(unet.get("layers_per_block", 2)),
+        "attention": bool(unet.get("add_attention", True)) or any("Attn" in b for b in blocks),
+        "attention_head_dim": int(unet.get("attention_head_dim") or channels[-1]),
+        "schedule": names[scheduler.get("beta_schedule", "linear")],
+        "prediction": scheduler.get("prediction_type", "epsilon"),
+        "num_train_timesteps": int(scheduler.get("num_train_timesteps", 1000)),
+    }
+    if derived["prediction"] not in PREDICTIONS:
+        raise CheckpointError(f"prediction type {derived['prediction']!r} is not one of {', '.join(PREDICTIONS)}")
+    if conditional:
+        derived["num_classes"] = int(unet.get("num_class_embeds") or 1) - 1
+    return derived
+
+
+def _curves(betas: Tensor, alphas_cumprod: Tensor) -> dict[str, np.ndarray]:
+    abar = alphas_cumprod.double()
+    return {"t": np.arange(len(betas)), "betas": betas.double().numpy(), "alphas_cumprod": abar.numpy(),
+            "log_snr": (abar.log() - (1 - abar).log()).numpy()}
+
+
+def schedule_curves_for(schedule: str, num_train_timesteps: int = 1000) -> dict[str, np.ndarray]:
+    """t, betas, alphas_cumprod and log SNR, each (T,), of one of genlib's schedule names."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    sched = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=SCHEDULES[schedule])
+    return _curves(sched.betas, sched.alphas_cumprod)
+
+
+def all_schedule_curves(num_train_timesteps: int = 1000) -> dict[str, dict[str, np.ndarray]]:
+    """{schedule name: schedule_curves_for(name)} for every schedule, to plot side by side."""
+    return {name: schedule_curves_for(name, num_train_timesteps) for name in SCHEDULES}
