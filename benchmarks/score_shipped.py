@@ -23,7 +23,7 @@ from genlib.comparison import compare
 from genlib.scoring import METRICS, is_number
 
 FORMATS = {"num_parameters": "{:,.0f}", "flops_per_sample": "{:.3g}", "frechet_distance": "{:.1f}", "kid": "{:.0f}",
-           "sample_ms_per_image": "{:.3f}"}
+           "sample_ms_per_image": "{:.3f}", "train": "{:.0f}"}
 
 
 def cell(key: str, value) -> str:
