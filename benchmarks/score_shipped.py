@@ -26,8 +26,8 @@ FORMATS = {"num_parameters": "{:,.0f}", "flops_per_sample": "{:.3g}", "frechet_d
            "sample_ms_per_image": "{:.3f}", "train": "{:.0f}"}
 
 
-def cell(key: str, value) -> str:
-    return FORMATS.get(key, "{:.3f}").format(value) if is_number(value) else "n/a"
+def cell(fmt: str, value) -> str:
+    return fmt.format(value) if is_number(value) else "n/a"
 
 
 def main() -> None:
@@ -45,12 +45,12 @@ def main() -> None:
     seconds = time.perf_counter() - start
     print(file=sys.stderr)
     train_s = {info.name: info.metrics.get("train_seconds") for info in shipped}
-    head = ["model", "family"] + [m.label + {"lower": " ↓", "higher": " ↑"}.get(m.better, "") for m in METRICS]
+    head = ["model", "family"] + [m.title for m in METRICS]
     lines = ["| " + " | ".join(head + ["train s"]) + " |", "|" + "---|" * (len(head) + 1)]
     for card in result.cards:
         cells = [f"`{card.name}`" if card.kind == "model" else f"*{card.name}*", card.family]
-        cells += [cell(m.key, card.metrics.get(m.key)) for m in METRICS]
-        cells.append(cell("train", train_s.get(card.name)) if card.kind == "model" else "")
+        cells += [cell(m.format, card.metrics.get(m.key)) for m in METRICS]
+        cells.append(cell("{:.0f}", train_s.get(card.name)) if card.kind == "model" else "")
         lines.append("| " + " | ".join(cells) + " |")
     likelihood = ", ".join(f"{c.name}: {c.metrics['likelihood']}" for c in result.models if "likelihood" in c.metrics)
     text = f"""# Shipped checkpoints, scored on equal terms

@@ -56,11 +56,18 @@ class JobSnapshot:
     elapsed_s: float
     eta_s: float | None
     history: list[dict[str, float]]
-    preview: np.ndarray | None       # uint8 grid of PREVIEW_COUNT samples
-    preview_step: int
     message: str
     result_path: Path | None
     snapshots: list[PreviewSnapshot] = field(default_factory=list)  # oldest first
+
+    @property
+    def preview(self) -> np.ndarray | None:
+        """The latest fixed-noise grid (uint8), or None before the first snapshot."""
+        return self.snapshots[-1].grid if self.snapshots else None
+
+    @property
+    def preview_step(self) -> int:
+        return self.snapshots[-1].step if self.snapshots else 0
 
     @property
     def fraction(self) -> float:
@@ -86,8 +93,6 @@ class Job:
     started: float = 0.0
     eta_s: float | None = None
     history: list[dict[str, float]] = field(default_factory=list)
-    preview: np.ndarray | None = None
-    preview_step: int = 0
     message: str = ""
     result_path: Path | None = None
     snapshots: list[PreviewSnapshot] = field(default_factory=list)
@@ -102,7 +107,7 @@ class Job:
         with self._lock:
             return JobSnapshot(self.id, self.title, self.status, self.step, self.total_steps,
                                time.perf_counter() - self.started if self.started else 0.0, self.eta_s,
-                               list(self.history), self.preview, self.preview_step, self.message,
+                               list(self.history), self.message,
                                self.result_path, list(self.snapshots))
 
     def wait(self, timeout: float | None = None) -> JobSnapshot:
@@ -120,7 +125,6 @@ class Job:
             self.step, self.total_steps, self.eta_s = progress.step, progress.total_steps, progress.eta_s
             self.history.append({"step": progress.step, **progress.scalars})
             if snapshot is not None:
-                self.preview, self.preview_step = snapshot.grid, progress.step
                 self.snapshots.append(snapshot)
                 if len(self.snapshots) > MAX_SNAPSHOTS:  # keep the first and the latest, thin the middle
                     self.snapshots = self.snapshots[:-1:2] + self.snapshots[-1:]

@@ -147,7 +147,12 @@ class ClassCoverage:
 
 def class_coverage(predicted: Tensor, num_classes: int) -> ClassCoverage:
     """Histogram of predicted classes (N,) and its entropy: a collapsed model has low entropy."""
-    counts = torch.bincount(predicted.cpu().long(), minlength=num_classes)[:num_classes]
+    return coverage_from_counts(torch.bincount(predicted.cpu().long(), minlength=num_classes)[:num_classes].tolist())
+
+
+def coverage_from_counts(counts: list[int]) -> ClassCoverage:
+    """A class histogram (K,) and its entropy in bits."""
+    counts = torch.tensor(counts, dtype=torch.long)
     p = counts.float() / counts.sum().clamp(min=1)
     entropy = -(p[p > 0] * p[p > 0].log2()).sum().item()
     return ClassCoverage([int(c) for c in counts], max(0.0, entropy))  # max: no "-0.0" for one class

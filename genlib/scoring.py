@@ -42,12 +42,19 @@ class MetricSpec:
     label: str
     better: str  # "lower" | "higher" | "" (neither: read it against the reference rows)
     help: str
+    format: str = "{:.3f}"
+
+    @property
+    def title(self) -> str:
+        """The label with the better direction: "Fréchet distance ↓"."""
+        return self.label + {"lower": " ↓", "higher": " ↑"}.get(self.better, "")
 
 
 METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("frechet_distance", "Fréchet distance", "lower",
-               "Fréchet distance to the training digits in the digit classifier's 128-d features"),
-    MetricSpec("kid", "KID", "lower", "kernel (MMD²) distance in the same features; unbiased, 0 = same distribution"),
+               "Fréchet distance to the training digits in the digit classifier's 128-d features", "{:.1f}"),
+    MetricSpec("kid", "KID", "lower", "kernel (MMD²) distance in the same features; unbiased, 0 = same distribution",
+               "{:.0f}"),
     MetricSpec("precision", "precision", "higher", "share of samples inside the real-digit manifold (k=3)"),
     MetricSpec("recall", "recall", "higher", "share of real digits inside the samples' manifold (k=3)"),
     MetricSpec("class_entropy_bits", "class entropy (bits)", "higher",
@@ -57,9 +64,11 @@ METRICS: tuple[MetricSpec, ...] = (
                "median pixel L2 from a sample to its nearest training digit; near 0 means copying"),
     MetricSpec("bits_per_dim", "bits/dim", "lower", "negative log-likelihood of the test digits per pixel"),
     MetricSpec("test_recon_mse", "recon MSE", "lower", "autoencoders: mean squared reconstruction error on test digits"),
-    MetricSpec("sample_ms_per_image", "ms / sample", "lower", "wall time to draw one sample on this device"),
-    MetricSpec("num_parameters", "parameters", "lower", "trainable and buffer-free parameter count"),
-    MetricSpec("flops_per_sample", "FLOPs / sample", "lower", "floating point operations to draw one sample"),
+    MetricSpec("sample_ms_per_image", "ms / sample", "lower", "wall time to draw one sample on this device", "{:.3g}"),
+    MetricSpec("num_parameters", "parameters", "lower", "every trained parameter (a VAE's encoder, a GAN's D too)",
+               "{:,.0f}"),
+    MetricSpec("flops_per_sample", "FLOPs / sample", "lower", "floating point operations to draw one sample",
+               "{:.3g}"),
 )
 METRIC_BY_KEY = {m.key: m for m in METRICS}
 

@@ -39,11 +39,6 @@ def reference_cards(seed: int) -> list[Scorecard]:
     return references(evaluator(), seed)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def report_bytes(key: tuple, _comparison: Comparison) -> bytes:
-    return report_zip(_comparison)
-
-
 # -- choosing models ---------------------------------------------------------------------------------------
 st.title("Compare models")
 st.caption("Every model draws the same number of samples from the same seed and is measured against the "
@@ -102,10 +97,9 @@ for i, card in enumerate(cards):
 # -- scoreboard -----------------------------------------------------------------------------------------------
 st.subheader("Scoreboard")
 frame = scoreboard_frame(comparison).drop(columns=["kind"])
-labels = {m.key: m.label + {"lower": " ↓", "higher": " ↑"}.get(m.better, "") for m in METRICS}
-styled = frame.style.format({m.key: FORMATS.get(m.key, "{:.4g}") for m in METRICS}, na_rep="n/a")
+styled = frame.style.format({m.key: m.format for m in METRICS}, na_rep="n/a")
 st.dataframe(styled, hide_index=True, key="cmp_scoreboard", column_config={
-    m.key: st.column_config.NumberColumn(labels[m.key], help=m.help) for m in METRICS}
+    m.key: st.column_config.NumberColumn(m.title, help=m.help) for m in METRICS}
     | {"n/a because": st.column_config.TextColumn("n/a because", width="large")})
 st.caption("Click a column header to sort. ↓ lower is better, ↑ higher is better. The last four rows are "
            "reference image sets, not models.")
@@ -150,9 +144,8 @@ with st.expander("Closest sample–training pairs of each model (memorisation ch
 # -- sharing and export --------------------------------------------------------------------------------------------
 st.subheader("Share and export")
 st.caption("The address bar holds the selection and the seed: copy it to reopen this comparison.")
-key = (seed, tuple((card.name, card.metrics.get("frechet_distance")) for card in cards))
 st.download_button("Download the report (.zip: grids PNG, scoreboard CSV + JSON, HTML)",
-                   data=report_bytes(key, comparison), file_name=f"genlib-compare-seed{seed}.zip",
+                   data=lambda: report_zip(comparison),  # built on click, in its own thread file_name=f"genlib-compare-seed{seed}.zip",
                    mime="application/zip", key="cmp_report", on_click="ignore", icon=":material/download:")
 with st.expander("Single files"):
     st.download_button("Scoreboard CSV", data=frame.to_csv(index=False), file_name="scoreboard.csv",

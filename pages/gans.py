@@ -18,12 +18,12 @@ from genlib import ConfigError
 from genlib.data import mnist
 from genlib.families.gan import slerp
 from genlib.jobs import JobSnapshot
-from genlib.metrics import class_coverage, nearest_neighbours
+from genlib.metrics import coverage_from_counts, nearest_neighbours
 from genlib.toy2d import ToyConfig, ToyLimitError, get_toy_session, start_toy_session
 from pages._panels import metrics_panel, train_panel
 from pages._ui import (GRID_SCALE, Picked, checkpoint_picker, config_widgets, download_png, families_in, global_seed,
                        make_config, model_tabs, require_router, scalars_figure, show_grid)
-from genlib.images import to_png
+from genlib.images import to_grid, to_png
 
 require_router()
 
@@ -39,7 +39,7 @@ def history_figure(history, height: int = 300) -> go.Figure:
 
 
 def class_histogram_figure(counts: list[int], height: int = 240) -> go.Figure:
-    coverage = class_coverage(torch.tensor(np.repeat(np.arange(len(counts)), counts)), len(counts))
+    coverage = coverage_from_counts(counts)
     fig = go.Figure(go.Bar(x=list(range(len(counts))), y=counts))
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), xaxis=dict(tickmode="linear"),
                       title=f"classes of 100 fixed-noise samples · entropy {coverage.entropy_bits:.2f} of "
@@ -94,8 +94,7 @@ def memorisation_tab(p: Picked) -> None:
     train = mnist().train_images
     dist, idx = nearest_neighbours(images[index:index + 1].cpu(), train, k=NEIGHBOURS)
     left, right = st.columns([1, 5])
-    left.image(to_png((images[index, 0].cpu().numpy() * 255).astype(np.uint8), scale=GRID_SCALE),
-               caption=f"sample {index}")
+    left.image(to_png(to_grid(images[index:index + 1], nrow=1), scale=GRID_SCALE), caption=f"sample {index}")
     with right:
         show_grid(train[idx[0]], NEIGHBOURS, caption="nearest training digits · L2 distance "
                   + ", ".join(f"{d:.2f}" for d in dist[0].tolist()))
