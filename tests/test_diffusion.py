@@ -166,6 +166,27 @@ def test_other_predictions_train_and_sample(core_tiny_model, core_slice, predict
         assert x.shape == (2, 1, 28, 28) and torch.isfinite(x).all()
 
 
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+def test_min_snr_weights_clip_the_snr_and_divide_out_the_targets_own_weight(core_tiny_model, core_slice, prediction):
+    model = core_tiny_model("diffusion", prediction=prediction, snr_gamma=5.0)
+    forward = model.noise_scheduler()
+    t = torch.tensor([0, 10, 50, 99])
+    abar = model.alphas_cumprod[t]
+    snr = abar / (1 - abar)                                             # high at t=0, low at t=T-1
+    own = {"epsilon": snr, "v_prediction": snr + 1, "sample": torch.ones_like(snr)}[prediction]
+    torch.testing.assert_close(model.min_snr_weights(forward, t), snr.clamp(max=5.0) / own, rtol=1e-4, atol=1e-6)
+    out = model.training_step((core_slice[0][:8], core_slice[1][:8]), 0)
+    assert torch.isfinite(out.loss) and {"loss", "mse"} <= out.scalars.keys()
+
+
+def test_the_configured_sampler_is_the_default(core_tiny_model):
+    model = core_tiny_model("diffusion", sampler="euler", sample_steps=STEPS)
+    seen = []
+    model.sample(1, generator=_gen(), callback=lambda info: seen.append(info["num_steps"]))
+    euler = model.sample(1, generator=_gen(), sampler="euler", steps=STEPS)
+    assert seen == [STEPS] * STEPS and torch.equal(model.sample(1, generator=_gen()), euler)
+
+
 def test_guidance_changes_conditional_samples(core_cdiffusion, core_diffusion):
     labels = torch.tensor([1, 7])
     kw = dict(generator=None, labels=labels, steps=STEPS)

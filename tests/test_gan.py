@@ -16,7 +16,8 @@ import torch
 import genlib
 from genlib import ConfigError, TrainConfig, Trainer, TrainingDiverged
 from genlib.data import mnist, training_set
-from genlib.families.gan import D_WIN_STEPS, LOSS_NAMES, LOSSES, DWinDetector, gradient_penalty, slerp
+from genlib.families.gan import (D_WIN_STEPS, LOSS_NAMES, LOSSES, DWinDetector, gradient_penalty, slerp,
+                                 translate)
 from genlib.model import StepTools
 from genlib.runs import save_run, train_run
 from genlib.training import TrainResult
@@ -69,6 +70,7 @@ def test_every_loss_and_family_trains_through_the_trainer(family, loss, core_tin
     {"d_output": "sigmoid", "loss": "lsgan"},
     {"spectral_norm": True, "loss": "hinge", "d_steps": 2},
     {"spectral_norm": True, "loss": "wgan-gp"},
+    {"g_convs": 2, "augment": True},
 ])
 def test_variants_train(overrides, core_tiny_model, core_slice):
     model = core_tiny_model("dcgan", **overrides)
@@ -270,3 +272,37 @@ def test_spectral_norm_model_saves_and_loads_exactly(tmp_path, core_tiny_model, 
         assert torch.equal(model.critic(x, labels), loaded.critic(x, labels))  # the normalised weights agree
     assert torch.equal(model.sample(6, generator=torch.Generator().manual_seed(0), labels=labels),
                        loaded.sample(6, generator=torch.Generator().manual_seed(0), labels=labels))
+
+
+def test_translate_moves_whole_images_by_at_most_three_pixels_and_passes_gradients():
+    torch.manual_seed(0)
+    x = torch.full((64, 1, 28, 28), -1.0)
+    x[:, :, 13, 13] = 1.0  # one bright pixel in the middle of a blank image
+    x.requires_grad_(True)
+    shifted = translate(x)
+    bright = (shifted > 0).nonzero()[:, 2:]                    # (64, 2): where each image's pixel went
+    assert bright.shape == (64, 2)                            # moved, not smeared or lost
+    offsets = bright - 13
+    assert offsets.abs().max() <= 3 and len({tuple(o) for o in offsets.tolist()}) > 5  # random, bounded
+    shifted.sum().backward()
+    assert x.grad.abs().sum() > 0                             # G still gets a gradient through the shift
+
+
+def test_projection_discriminator_scores_depend_on_the_class(core_tiny_model, core_slice):
+    model = core_tiny_model("cgan", d_conditioning="projection", spectral_norm=True, loss="hinge")
+    assert model.d_embed is None and hasattr(model.discriminator, "class_embed")
+    result = Trainer(_cfg(max_steps=2)).fit(model, *core_slice)
+    assert all(math.isfinite(v) for v in result.history[-1].values())
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    with torch.no_grad():
+        a, b = model.critic(x, torch.zeros(4, dtype=torch.long)), model.critic(x, torch.ones(4, dtype=torch.long))
+    assert a.shape == (4, 1) and not torch.allclose(a, b)
+    assert any(p is model.discriminator.class_embed.parametrizations.weight.original for p in model.d_parameters())
+
+
+def test_g_convs_deepens_the_generator(core_tiny_model):
+    shallow, deep = core_tiny_model("dcgan"), core_tiny_model("dcgan", g_convs=2)
+    convs = [sum(isinstance(m, torch.nn.Conv2d) and not isinstance(m, torch.nn.ConvTranspose2d)
+                 for m in g.generator.modules()) for g in (shallow, deep)]
+    assert convs == [0, 4]  # two at 7x7, two at 14x14
+    assert deep.sample(2).shape == (2, 1, 28, 28)

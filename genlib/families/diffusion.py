@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
                        UNet2DModel)
+from diffusers.training_utils import compute_snr
 from torch import Tensor
 
 from genlib import diffusion_tools as tools
@@ -78,6 +79,10 @@ class DiffusionConfig(ModelConfig):
                               choices=PREDICTIONS)
     num_train_timesteps: int = setting(1000, "steps T of the forward process", min=10, max=4000)
     sample_steps: int = setting(50, "sampler steps when a caller gives none (previews, evaluation)", min=1, max=4000)
+    sampler: str = setting("ddim", "sampler used when a caller names none (previews, evaluation)",
+                           choices=("ddpm", "ddim", "dpm-solver++", "euler"))
+    snr_gamma: float = setting(0.0, "Min-SNR loss weighting: clip each timestep's SNR weight at this value "
+                                    "(Hang et al. 2023; 5 is typical; 0 = plain MSE)", min=0.0, max=100.0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -231,8 +236,23 @@ class DiffusionModel(GenerativeModel):
         if target is None:  # v_prediction
             target = forward.get_velocity(x0, noise, t)
         out = self.unet(x_t, t, class_labels=self.training_labels(y)).sample[:, :x0.shape[1]]
-        loss = F.mse_loss(out, target)
-        return StepOutput(loss, {"loss": loss.item()})
+        per_image = F.mse_loss(out, target, reduction="none").mean(dim=(1, 2, 3))  # (B,)
+        mse = per_image.mean()
+        if not self.config.snr_gamma:
+            return StepOutput(mse, {"loss": mse.item()})
+        loss = (per_image * self.min_snr_weights(forward, t)).mean()
+        return StepOutput(loss, {"loss": loss.item(), "mse": mse.item()})
+
+    def min_snr_weights(self, forward: DDPMScheduler, t: Tensor) -> Tensor:
+        """Min-SNR-gamma loss weights (B,) for timesteps t (B,): min(SNR, gamma) over the target's own weight.
+
+        An eps loss already weighs x0 errors by SNR, a v loss by SNR+1, an x0 loss by 1; dividing those out
+        and clipping at gamma stops the nearly clean timesteps from dominating the gradient.
+        """
+        snr = compute_snr(forward, t)                                      # (B,)
+        clipped = snr.clamp(max=self.config.snr_gamma)
+        base = {"epsilon": snr, "v_prediction": snr + 1}.get(forward.config.prediction_type, torch.ones_like(snr))
+        return clipped / base
 
     # -- schedulers --------------------------------------------------------------------------------------------
     def noise_scheduler(self) -> DDPMScheduler:
@@ -276,16 +296,17 @@ class DiffusionModel(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, labels: Tensor | None = None,
-               callback: Callback | None = None, sampler: str = "ddim", steps: int | None = None, eta: float = 0.0,
-               guidance_scale: float | None = None) -> Tensor:
+               callback: Callback | None = None, sampler: str | None = None, steps: int | None = None,
+               eta: float = 0.0, guidance_scale: float | None = None) -> Tensor:
         """``n`` images (N,C,H,W) in [0,1], denoised from Gaussian noise in ``steps`` scheduler steps.
 
         sampler: "ddpm" (ancestral), "ddim" (``eta`` 0 = deterministic), "dpm-solver++" or "euler";
-        ``steps`` defaults to ``config.sample_steps`` (50); ``guidance_scale`` to the family's default.
+        ``sampler`` and ``steps`` default to ``config.sampler`` and ``config.sample_steps``; ``guidance_scale`` to the family's default.
         The initial noise comes from ``generator`` on the CPU, so a seed gives the same images on any
         device. ``callback`` receives {"step", "t", "x_t", "x0_pred", "num_steps"} each step (images in [0,1]).
         """
         steps = self.config.sample_steps if steps is None else steps
+        sampler = self.config.sampler if sampler is None else sampler
         self.check_sampling(sampler, steps, eta)
         labels = self.check_labels(labels, n)
         scale = self.resolve_guidance(guidance_scale)

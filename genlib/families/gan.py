@@ -8,7 +8,9 @@ G's tanh output back with (x+1)/2. Shapes (B batch, Z noise_dim, w width, E embe
              D: x (B,1,28,28) -> (B,784) -> (B,2h) -> (B,h) -> score (B,1)
     dcgan    G: z (B,Z) -fc-> (B,2w,7,7) -BN,ReLU,deconv s2-> (B,w,14,14) -BN,ReLU,deconv s2-> tanh (B,1,28,28)
              D: x (B,1,28,28) -conv s2-> (B,w,14,14) -conv s2-> (B,2w,7,7) -fc-> score (B,1)
-    cgan     as dcgan; G sees [z, embed(y)] (B,Z+E), D sees [x, embed(y) as a 28x28 plane] (B,2,28,28)
+             g_convs adds 3x3 conv layers at 7x7 and 14x14; augment shifts D's inputs (DiffAugment)
+    cgan     as dcgan; G sees [z, embed(y)] (B,Z+E); D sees [x, embed(y) as a 28x28 plane] (B,2,28,28),
+             or, with d_conditioning="projection", scores psi(phi(x)) + <embed(y), phi(x)> (B,1)
 
 D never uses BatchNorm (it would couple the images of a batch and break the WGAN-GP penalty);
 ``spectral_norm`` wraps each of its layers instead. One optimisation step is ``d_steps`` updates
@@ -178,6 +180,10 @@ class DCGANConfig(GANConfig):
 
     g_width: int = setting(32, "channels of G's 14x14 layer (its 7x7 layer has twice as many)", min=4, max=256)
     d_width: int = setting(32, "channels of D's 14x14 layer (its 7x7 layer has twice as many)", min=4, max=256)
+    g_convs: int = setting(0, "extra 3x3 conv layers (BatchNorm, ReLU) at each of G's 7x7 and 14x14 levels; "
+                              "the TF tutorial's G has one stride-1 layer at 7x7", min=0, max=3)
+    augment: bool = setting(False, "DiffAugment: shift real and generated images by up to 3 pixels before D sees "
+                                   "them (differentiable), so D cannot memorise a small training set")
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,9 @@ class CGANConfig(DCGANConfig):
 
     num_classes: int = setting(10, "number of classes to condition on", min=2, max=100)
     embed_dim: int = setting(16, "size of the label embedding appended to z", min=1, max=256)
+    d_conditioning: str = setting("plane", "how D sees the class: an embedded 28x28 plane beside the image, or "
+                                           "a projection of its features onto a class embedding (Miyato & "
+                                           "Koyama 2018)", choices=("plane", "projection"))
     # only labelled images: the faces have no classes to condition on
     dataset: str = setting("mnist", "training images: MNIST digits, the classes it conditions on", choices=("mnist",))
 
@@ -208,18 +217,58 @@ def mlp_discriminator(hidden: int, sn: bool, sigmoid: bool) -> nn.Sequential:
                          _sn(nn.Linear(hidden, 1), sn), nn.Sigmoid() if sigmoid else nn.Identity())
 
 
-def conv_generator(in_dim: int, w: int) -> nn.Sequential:
-    """(B,in_dim) -> images (B,1,28,28) in [-1,1]; BatchNorm before each ReLU."""
+def _refine(channels: int, convs: int) -> list[nn.Module]:
+    """``convs`` shape-keeping 3x3 conv layers, each followed by BatchNorm and ReLU."""
+    return [m for _ in range(convs)
+            for m in (nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU())]
+
+
+def conv_generator(in_dim: int, w: int, convs: int = 0) -> nn.Sequential:
+    """(B,in_dim) -> images (B,1,28,28) in [-1,1]; BatchNorm before each ReLU; ``convs`` extra layers per level."""
     return nn.Sequential(nn.Linear(in_dim, 2 * w * 49), nn.Unflatten(1, (2 * w, 7, 7)), nn.BatchNorm2d(2 * w),
-                         nn.ReLU(), nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.BatchNorm2d(w), nn.ReLU(),
-                         nn.ConvTranspose2d(w, 1, 4, 2, 1), nn.Tanh())
+                         nn.ReLU(), *_refine(2 * w, convs), nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.BatchNorm2d(w),
+                         nn.ReLU(), *_refine(w, convs), nn.ConvTranspose2d(w, 1, 4, 2, 1), nn.Tanh())
+
+
+def conv_features(in_channels: int, w: int, sn: bool) -> nn.Sequential:
+    """images (B,in_channels,28,28) -> D's features (B,2w*49); no BatchNorm."""
+    return nn.Sequential(_sn(nn.Conv2d(in_channels, w, 4, 2, 1), sn), nn.LeakyReLU(0.2),
+                         _sn(nn.Conv2d(w, 2 * w, 4, 2, 1), sn), nn.LeakyReLU(0.2), nn.Flatten())
 
 
 def conv_discriminator(in_channels: int, w: int, sn: bool, sigmoid: bool) -> nn.Sequential:
-    """images (B,in_channels,28,28) -> scores (B,1); no BatchNorm."""
-    return nn.Sequential(_sn(nn.Conv2d(in_channels, w, 4, 2, 1), sn), nn.LeakyReLU(0.2),
-                         _sn(nn.Conv2d(w, 2 * w, 4, 2, 1), sn), nn.LeakyReLU(0.2), nn.Flatten(),
-                         _sn(nn.Linear(2 * w * 49, 1), sn), nn.Sigmoid() if sigmoid else nn.Identity())
+    """images (B,in_channels,28,28) -> scores (B,1)."""
+    return nn.Sequential(*conv_features(in_channels, w, sn), _sn(nn.Linear(2 * w * 49, 1), sn),
+                         nn.Sigmoid() if sigmoid else nn.Identity())
+
+
+class ProjectionDiscriminator(nn.Module):
+    """D(x, y) = psi(phi(x)) + <embed(y), phi(x)>: the class enters as an inner product with D's features."""
+
+    def __init__(self, w: int, num_classes: int, sn: bool, sigmoid: bool):
+        super().__init__()
+        self.features = conv_features(1, w, sn)                      # (B,1,28,28) -> (B,F), F = 2w*49
+        self.head = _sn(nn.Linear(2 * w * 49, 1), sn)                # (B,F) -> (B,1)
+        self.class_embed = _sn(nn.Embedding(num_classes, 2 * w * 49), sn)  # y (B,) -> (B,F)
+        self.out = nn.Sigmoid() if sigmoid else nn.Identity()
+
+    def forward(self, x: Tensor, labels: Tensor) -> Tensor:
+        h = self.features(x)                                                           # (B,F)
+        return self.out(self.head(h) + (self.class_embed(labels) * h).sum(1, keepdim=True))
+
+
+def translate(images: Tensor, max_shift: int = 3) -> Tensor:
+    """DiffAugment's translation: each image (B,C,H,W) shifted by up to ``max_shift`` pixels, edges repeated.
+
+    Built on grid_sample, so gradients flow back to G through the shifted fakes.
+    """
+    b, _, h, w = images.shape
+    shift = torch.randint(-max_shift, max_shift + 1, (b, 2), device=images.device).float()  # (B,2) pixels
+    theta = torch.zeros(b, 2, 3, device=images.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    theta[:, 0, 2], theta[:, 1, 2] = 2 * shift[:, 0] / w, 2 * shift[:, 1] / h  # normalised [-1,1] coordinates
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid.to(images.dtype), mode="nearest", padding_mode="border", align_corners=False)
 
 
 # -- the model ---------------------------------------------------------------------------------------
@@ -232,7 +281,9 @@ class GAN(GenerativeModel):
         super().__init__(config)
         k = self.num_classes
         self.g_embed = nn.Embedding(k, config.embed_dim) if self.conditional else None  # label -> (B,E)
-        self.d_embed = nn.Embedding(k, 28 * 28) if self.conditional else None          # label -> a 28x28 plane
+        self.projection = self.conditional and config.d_conditioning == "projection"
+        plane = self.conditional and not self.projection
+        self.d_embed = nn.Embedding(k, 28 * 28) if plane else None                    # label -> a 28x28 plane
         self.generator, self.discriminator = self.build()
         self.loss = LOSSES[config.d_output][config.loss]
         self.d_wins = DWinDetector()
@@ -247,9 +298,15 @@ class GAN(GenerativeModel):
 
     def critic(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """D: images (B,1,28,28) in [-1,1] (and labels (B,) for cgan) -> scores (B,1)."""
+        if self.projection:
+            return self.discriminator(x, labels)
         if self.d_embed is not None:
             x = torch.cat([x, self.d_embed(labels).view(-1, 1, 28, 28)], 1)
         return self.discriminator(x)
+
+    def training_critic(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """``critic`` as training calls it: on DiffAugment-shifted images when ``augment`` is set."""
+        return self.critic(translate(x) if getattr(self.config, "augment", False) else x, labels)
 
     def d_parameters(self) -> list[nn.Parameter]:
         """Everything D's optimizer trains (the discriminator and cgan's D-side embedding)."""
@@ -289,7 +346,7 @@ class GAN(GenerativeModel):
             with torch.no_grad():
                 fake = self.generate(torch.randn(x.shape[0], self.config.noise_dim, device=x.device), labels)
             with tools.autocast():
-                real_out, fake_out = self.critic(real, labels), self.critic(fake, labels)
+                real_out, fake_out = self.training_critic(real, labels), self.training_critic(fake, labels)
                 d_loss = self.loss.d_loss_fn(real_out, fake_out)
                 if self.loss.gradient_penalty:
                     gp = gradient_penalty(lambda im: self.critic(im, labels), real, fake)
@@ -303,7 +360,7 @@ class GAN(GenerativeModel):
         try:
             with tools.autocast():
                 fake = self.generate(torch.randn(x.shape[0], self.config.noise_dim, device=x.device), labels)
-                g_loss = self.loss.g_loss_fn(self.critic(fake, labels))
+                g_loss = self.loss.g_loss_fn(self.training_critic(fake, labels))
             tools.backward_and_step(g_loss, opt_g, g_params)
         finally:
             for p in d_params:
@@ -394,8 +451,10 @@ class DCGAN(GAN):
         """Conv G and D; cgan's G takes [z, label embedding] and its D a second, label, channel."""
         c = self.config
         in_dim, in_channels = (c.noise_dim + c.embed_dim, 2) if self.conditional else (c.noise_dim, 1)
-        return (conv_generator(in_dim, c.g_width),
-                conv_discriminator(in_channels, c.d_width, c.spectral_norm, c.d_output == "sigmoid"))
+        sigmoid = c.d_output == "sigmoid"
+        d = (ProjectionDiscriminator(c.d_width, c.num_classes, c.spectral_norm, sigmoid) if self.projection
+             else conv_discriminator(in_channels, c.d_width, c.spectral_norm, sigmoid))
+        return conv_generator(in_dim, c.g_width, c.g_convs), d
 
 
 @register("cgan")
