@@ -1,4 +1,4 @@
-"""``python -m genlib list | train | train-evaluator | sample | eval | compare``.
+"""``python -m genlib list | train | train-evaluator | sample | eval | compare | steps-quality``.
 
 Model and training flags for ``train`` are generated from the family's config dataclass, so
 every hyper-parameter the app shows is also a flag here (``--latent-dim 16 --beta 0.5``).
@@ -143,11 +143,47 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 2 if comparison.errors else 0
 
 
+def cmd_steps_quality(args: argparse.Namespace) -> int:
+    from genlib.checkpoints import resolve
+    from genlib.diffusion_analysis import (CURVE_SAMPLERS, DEFAULT_CURVE_STEPS, load_steps_quality,
+                                           save_steps_quality, steps_quality)
+
+    folder, _ = resolve(args.source)
+    request = dict(num_samples=args.num, seed=args.seed, steps_grid=args.steps or DEFAULT_CURVE_STEPS,
+                   samplers=args.samplers or CURVE_SAMPLERS)
+    result = load_steps_quality(folder, **request)
+    if result is None:
+        model, _ = load_model(folder)
+        result = steps_quality(model, **request, report=_stderr_progress)
+        save_steps_quality(folder, result)
+    else:
+        print("(from the cache)", file=sys.stderr)
+    print(_steps_quality_table(result))
+    if args.write:
+        print(f"wrote {save_steps_quality(folder, result, into_folder=True)}", file=sys.stderr)
+    return 0
+
+
+def _steps_quality_table(result) -> str:
+    """Fréchet distance (and seconds to draw the samples) by step count (rows) and sampler (columns)."""
+    samplers = list(dict.fromkeys(p.sampler for p in result.points))
+    cells = {(p.sampler, p.steps): f"{p.frechet_distance:8.2f} ({p.seconds:6.1f} s)" for p in result.points}
+    width = max(len(s) for s in [*samplers, next(iter(cells.values()))])
+    lines = [f"Fréchet distance (sampling time) of {result.num_samples} samples, seed {result.seed}"
+             + (f", guidance {result.guidance_scale:g}" if result.guidance_scale is not None else ""),
+             f"{'steps':>6s}  " + "  ".join(f"{s:>{width}s}" for s in samplers)]
+    for steps in dict.fromkeys(p.steps for p in result.points):
+        lines.append(f"{steps:6d}  " + "  ".join(f"{cells.get((s, steps), '-'):>{width}s}" for s in samplers))
+    return "\n".join(lines)
+
+
 def _stderr_progress(fraction: float, message: str) -> None:
     print(f"\r[{fraction:4.0%}] {message[:70]:70s}", end="" if fraction < 1 else "\n", file=sys.stderr, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from genlib.families.diffusion import SAMPLERS
+
     parser = argparse.ArgumentParser(prog="python -m genlib", description="Train, sample and score generative models.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="families and available checkpoints")
@@ -174,6 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="report folder to write")
     p.add_argument("--num", type=int, default=1000, help="samples per model (default 1000)")
     p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("steps-quality", help="Fréchet distance against sampler steps of a diffusion checkpoint "
+                                             "(cached by content)")
+    p.add_argument("source", help="checkpoint name, folder or hub id")
+    p.add_argument("--num", type=int, default=500, help="samples per point (default 500)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, nargs="+", help="step counts to measure (default 5 10 20 50 100)")
+    p.add_argument("--samplers", nargs="+", choices=list(SAMPLERS), help="samplers (default ddpm ddim dpm-solver++)")
+    p.add_argument("--write", action="store_true", help="also store the curve as the checkpoint's steps_quality.json")
     return parser
 
 
@@ -189,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "num", 1) < 1 or getattr(args, "num", 1) > 100_000:
             raise ConfigError(f"--num must be between 1 and 100000, got {args.num}")
         return {"list": cmd_list, "train-evaluator": cmd_train_evaluator, "sample": cmd_sample,
-                "eval": cmd_eval, "compare": cmd_compare}[args.command](args)
+                "eval": cmd_eval, "compare": cmd_compare, "steps-quality": cmd_steps_quality}[args.command](args)
     except (CheckpointError, ConfigError, UnknownFamilyError, ValueError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

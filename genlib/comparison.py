@@ -51,9 +51,14 @@ def _remember(key: tuple, make: Callable[[], object]) -> object:
     return value
 
 
+# Side files written from scores: writing them must not change the checkpoint's identity.
+NOT_FINGERPRINTED = frozenset({"metrics.json", "steps_quality.json"})
+
+
 def _fingerprinted_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors")
-                  and p.name != "metrics.json" and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+                  and p.name not in NOT_FINGERPRINTED
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def folder_fingerprint(folder: Path) -> str:
