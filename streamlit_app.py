@@ -13,6 +13,7 @@ page = st.navigation([
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/autoencoders.py", title="Autoencoders", icon=":material/compress:"),
     st.Page("pages/gans.py", title="GANs", icon=":material/swords:"),
+    st.Page("pages/diffusion.py", title="Diffusion", icon=":material/blur_on:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/leaderboard:"),
 ])
 

@@ -4,6 +4,7 @@ metrics and downloads. Built from the widgets in ``pages._ui``; no model maths h
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import pandas as pd
@@ -11,6 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import genlib
+from genlib.checkpoints import WEIGHTS_FILE
 from genlib.images import grid_png
 from genlib.jobs import JobLimitError, get_job, start_training_job
 from genlib.runs import preview_samples
@@ -65,6 +67,23 @@ def train_panel(family_names: Sequence[str], key_prefix: str, train_fields: Sequ
         job_panel(job_id, key_prefix, picker_key=f"{key_prefix}_model", render=render)
 
 
+def weights_file(folder: Path) -> Path | None:
+    """The checkpoint's safetensors weights: model.safetensors, or the one file of another layout
+    (a diffusers pipeline keeps unet/diffusion_pytorch_model.safetensors); None when there is none."""
+    if (folder / WEIGHTS_FILE).is_file():
+        return folder / WEIGHTS_FILE
+    found = sorted(p for p in folder.rglob("*.safetensors")
+                   if not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return found[0] if found else None
+
+
+def _metric_label(key: str, model) -> str:
+    """A metric's name for the table; bits/dim says when it is only a bound (diffusion's VLB)."""
+    if key == "bits_per_dim" and getattr(model, "likelihood_is_bound", False):
+        return "bits_per_dim (upper bound)"
+    return key
+
+
 def metrics_panel(p: Picked, key_prefix: str,
                   history_figure: Callable[[pd.DataFrame], go.Figure] = loss_figure) -> None:
     """metrics.json as a table, the loss log as a chart, and downloads of the checkpoint's files."""
@@ -74,7 +93,7 @@ def metrics_panel(p: Picked, key_prefix: str,
         st.markdown(f"**{info.name}** · {info.family} · {info.origin}")
         shown = {k: v for k, v in info.metrics.items() if not isinstance(v, (dict, list))}
         if shown:
-            table = pd.DataFrame({"metric": list(shown),
+            table = pd.DataFrame({"metric": [_metric_label(k, p.model) for k in shown],
                                   "value": [f"{v:.4g}" if isinstance(v, float) else str(v) for v in shown.values()]})
             st.table(table.set_index("metric"))
         else:
@@ -93,11 +112,11 @@ def metrics_panel(p: Picked, key_prefix: str,
         samples_png = grid_png(images, nrow)
     with cols[0]:
         download_png(samples_png, f"{info.name}-samples.png", key=f"{key_prefix}_dl_preview", label="Sample grid (PNG)")
-    weights = info.path / "model.safetensors"
-    if weights.exists():
+    weights = weights_file(info.path)
+    if weights is not None:
         cols[1].download_button("Weights (safetensors)", data=weights.read_bytes, file_name=f"{info.name}.safetensors",
                                 mime="application/octet-stream", key=f"{key_prefix}_dl_weights", on_click="ignore",
-                                icon=":material/download:")
+                                icon=":material/download:", help=f"{weights.relative_to(info.path)} of the checkpoint")
     cols[2].download_button("Metrics (CSV)", data=pd.DataFrame([shown]).to_csv(index=False),
                             file_name=f"{info.name}-metrics.csv", mime="text/csv", key=f"{key_prefix}_dl_metrics",
                             on_click="ignore", icon=":material/download:")

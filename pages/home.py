@@ -15,8 +15,9 @@ HEADLINE = (  # (metrics.json key, label, format); Fréchet distance first: the 
 st.title("Generative Model Lab")
 st.markdown(
     "Train, sample and take apart small generative models of handwritten digits, all offline. "
-    "Every model family has its own page: draw samples, reconstruct and interpolate digits, explore "
-    "the latent space, or train a new model in the background and watch it learn. Models are scored "
+    "Every model family has its own page (autoencoders, GANs, diffusion): draw samples, reconstruct and "
+    "interpolate digits, explore the latent space, watch a diffusion model turn noise into digits step by "
+    "step, or train a new model in the background and watch it learn. Models are scored "
     "with the same Fréchet distance, measured in the features of the lab's own digit classifier."
 )
 st.caption(f"Running on **{device_label()}**. Pick a page in the sidebar.")

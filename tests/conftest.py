@@ -100,12 +100,12 @@ def core_classifier():
 
 # -- app (Streamlit pages) fixtures --------------------------------------------------------------------
 
-APP_FAMILIES = ("ae", "dae", "vae", "cvae", "mlp-gan", "dcgan", "cgan")
+APP_FAMILIES = ("ae", "dae", "vae", "cvae", "mlp-gan", "dcgan", "cgan", "diffusion", "cdiffusion")
 
 
 @pytest.fixture(scope="session")
 def app_checkpoints(tmp_path_factory: pytest.TempPathFactory):
-    """A checkpoints folder holding one checkpoint per autoencoder family plus the digit classifier.
+    """A checkpoints folder holding one checkpoint per family of APP_FAMILIES plus the digit classifier.
 
     The shipped folder when it has them all (the real thing). Otherwise a temp folder with copies
     of what is shipped and, for each missing family, a tiny stand-in trained here in seconds.

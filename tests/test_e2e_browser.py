@@ -4,7 +4,8 @@ by Python Playwright (never `playwright install`; set GENLIB_CHROMIUM to use ano
 The journeys: every page opens without a Streamlit exception; on the Autoencoders page a tiny
 training job runs to the end with its progress text and live sample grid, and a longer one is
 cancelled from the page; a shared Compare URL reopens the same comparison in a fresh browser
-and its report downloads.
+and its report downloads; on the Diffusion page two samplers' reverse processes run and the frame
+slider scrubs them together.
 """
 from __future__ import annotations
 
@@ -244,4 +245,63 @@ def test_gan_toy_trains_live_and_its_heatmap_updates(app_server, page):
     paused_step, _ = _toy_state(page)
     page.get_by_role("button", name="One G step").click()
     page.locator('[data-testid="stPlotlyChart"] .gtitle').filter(has_text=f"step {paused_step + 1} ").wait_for()
+    assert page.locator(EXCEPTION).count() == 0
+
+
+def _timeline_frames(page) -> list[str]:
+    """The src of every frame image of the reverse-process timeline (x_t and predicted x0 per sampler)."""
+    images = page.locator('[data-testid="stImage"]').filter(has_text="x_t, the sample").locator("img")
+    x0 = page.locator('[data-testid="stImage"]').filter(has_text="predicted x₀").locator("img")
+    return [images.nth(i).get_attribute("src") for i in range(images.count())] + \
+        [x0.nth(i).get_attribute("src") for i in range(x0.count())]
+
+
+def test_diffusion_timeline_runs_two_samplers_and_the_frame_slider_scrubs_them(app_server, page):
+    page.goto(app_server["url"] + "/diffusion")
+    page.get_by_role("heading", name="Diffusion").wait_for()
+    wait_idle(page)
+    page.get_by_role("tab", name="Reverse process").click()
+    run = page.get_by_role("button", name="Run", exact=True)
+    run.wait_for()
+    wait_idle(page)
+    page.get_by_role("button", name="Remove dpm-solver++").click()  # two samplers: ddpm and ddim
+    wait_idle(page)
+    set_number(page, "Steps", 5)
+    set_number(page, "Images", 3)
+    run.click()
+    page.get_by_text("ddim · step 1/5").wait_for()
+    wait_idle(page)
+    first = _timeline_frames(page)
+    assert len(first) == 4 and all(first)  # x_t and predicted x0 for each of the two samplers
+
+    slider = page.get_by_role("slider")
+    slider.focus()
+    slider.press("ArrowRight")
+    slider.press("ArrowRight")
+    page.get_by_text("ddpm · step 3/5").wait_for()
+    page.get_by_text("ddim · step 3/5").wait_for()
+    wait_idle(page)
+    later = _timeline_frames(page)
+    assert len(later) == 4 and all(a != b for a, b in zip(first, later))  # every row moved to the new frame
+    slider.press("End")
+    page.get_by_text("finished samples").first.wait_for()
+    assert page.get_by_text("finished samples").count() == 2
+    assert page.get_by_role("button", name="GIF").count() == 2
+    assert page.locator(EXCEPTION).count() == 0
+
+
+def test_diffusion_attention_query_follows_a_click_on_the_image(app_server, page):
+    page.goto(app_server["url"] + "/diffusion")
+    page.get_by_role("heading", name="Diffusion").wait_for()
+    wait_idle(page)
+    page.get_by_role("tab", name="Attention").click()
+    page.get_by_text("Click any pixel to query it").wait_for()
+    wait_idle(page)
+    plot = page.locator('[data-testid="stPlotlyChart"]').first.locator(".nsewdrag").first.bounding_box()
+    row, col = 5, 20  # the 28x28 image fills the plot area: pixel centres at (i + 0.5) / 28 of its size
+    page.mouse.click(plot["x"] + (col + 0.5) / 28 * plot["width"], plot["y"] + (row + 0.5) / 28 * plot["height"])
+    page.get_by_text(f"Where pixel (row {row}, column {col})").wait_for()
+    wait_idle(page)
+    assert page.get_by_label("Query row", exact=True).input_value() == str(row)
+    assert page.get_by_label("Query column", exact=True).input_value() == str(col)
     assert page.locator(EXCEPTION).count() == 0
