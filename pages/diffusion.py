@@ -8,6 +8,7 @@ The maths lives in genlib (families/diffusion.py, diffusion_tools.py, diffusion_
 this file and its helpers (_diffusion_views.py, _diffusion_lab.py) only draw.
 Session-state keys start with ``dif_``; no tensors are kept there (PNG bytes and numpy arrays only).
 """
+import io
 import time
 from functools import partial
 
@@ -15,6 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 import torch
+from PIL import Image
 
 from genlib.diffusion_analysis import reverse_timelines, timeline_gif
 from genlib.families.diffusion import SAMPLERS
@@ -92,9 +94,13 @@ def samples_tab(p: Picked) -> None:
 
 
 # -- the reverse process ---------------------------------------------------------------------------
-def _row_png(images: np.ndarray) -> bytes:
-    """One row of images (N,C,H,W) in [0,1], enlarged."""
-    return grid_png(torch.from_numpy(images), nrow=len(images), scale=2)
+def _show_row(container, images: np.ndarray, caption: str) -> None:
+    """One row of images (N,C,H,W) in [0,1], enlarged, at its own pixel width: a longer caption
+    would otherwise stretch one row's images more than the others'."""
+    png = grid_png(torch.from_numpy(images), nrow=len(images), scale=2)
+    with Image.open(io.BytesIO(png)) as decoded:
+        width = decoded.width
+    container.image(png, caption=caption, output_format="PNG", width=width)
 
 
 def timeline_tab(p: Picked) -> None:
@@ -141,9 +147,8 @@ def timeline_tab(p: Picked) -> None:
             x_t, x0, where = tl.final, tl.final, "finished samples"
         st.markdown(f"**{sampler}** · {where} · {tl.seconds:.1f} s for the whole run")
         left, right, download = st.columns([4, 4, 1], vertical_alignment="center")
-        left.image(_row_png(x_t), caption=f"{sampler}: x_t, the sample entering this step", output_format="PNG")
-        right.image(_row_png(x0), caption=f"{sampler}: predicted x₀ (the model's guess of the clean image)",
-                    output_format="PNG")
+        _show_row(left, x_t, f"{sampler}: x_t, the sample entering this step")
+        _show_row(right, x0, f"{sampler}: predicted x₀ (the model's guess of the clean image)")
         download.download_button("GIF", data=partial(timeline_gif, tl), file_name=f"{p.info.name}-{sampler}.gif",
                                  mime="image/gif", key=f"dif_gif_{sampler}", on_click="ignore",
                                  icon=":material/download:", help="The whole run animated: x_t above, x₀ below.")

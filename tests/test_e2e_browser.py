@@ -283,9 +283,10 @@ def test_diffusion_timeline_runs_two_samplers_and_the_frame_slider_scrubs_them(a
     wait_idle(page)
     later = _timeline_frames(page)
     assert len(later) == 4 and all(a != b for a, b in zip(first, later))  # every row moved to the new frame
-    slider.press("End")
-    page.get_by_text("finished samples").first.wait_for()
-    assert page.get_by_text("finished samples").count() == 2
+    slider.press("End")  # the last frame: the finished samples of both
+    page.get_by_text("ddpm · finished samples").wait_for()
+    page.get_by_text("ddim · finished samples").wait_for()
+    wait_idle(page)
     assert page.get_by_role("button", name="GIF").count() == 2
     assert page.locator(EXCEPTION).count() == 0
 
