@@ -3,7 +3,8 @@
 Measures, with freshly initialised default models (speed does not depend on the weights):
 sampling 16 digits in 20 steps with each sampler, the class-conditional model with classifier-free
 guidance (twice the batch), ``bits_per_dim`` over 1,000 digits (what scoring evaluates), and one
-training step of 128 digits. Each timing is the best of ``--repeats`` runs.
+training step of 128 and of 64 digits (the shipped runs use 64), and from it the minutes a
+shipped run of SHIPPED_STEPS steps takes on one idle core. Each timing is the best of ``--repeats`` runs.
 
     OMP_NUM_THREADS=1 python -m benchmarks.diffusion_speed [--threads 1] [--repeats 3]
 
@@ -23,6 +24,7 @@ from genlib.families.diffusion import (SAMPLERS, CDiffusionConfig, ConditionalDi
                                        DiffusionModel)
 
 OUT = Path(__file__).with_suffix(".md")
+SHIPPED_STEPS = 1800  # --max-steps of diffusion-mnist and cdiffusion-mnist in scripts/train_shipped.sh
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:
@@ -57,15 +59,19 @@ def main() -> None:
     rows.append(("diffusion: bits_per_dim of 1,000 digits (3 UNet calls each)", s))
     plain.train()
     opt = plain.configure_optimizers(1e-3)[0]
-    batch = (torch.rand(128, 1, 28, 28), torch.zeros(128, dtype=torch.long))
+    for size in (128, 64):
+        batch = (torch.rand(size, 1, 28, 28), torch.zeros(size, dtype=torch.long))
 
-    def train_step() -> None:
-        out = plain.training_step(batch, 0)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
+        def train_step() -> None:
+            out = plain.training_step(batch, 0)
+            opt.zero_grad()
+            out.loss.backward()
+            opt.step()
 
-    rows.append(("diffusion: one training step, batch 128", best_of(train_step, args.repeats)))
+        seconds = best_of(train_step, args.repeats)
+        rows.append((f"diffusion: one training step, batch {size}", seconds))
+    rows.append((f"diffusion: the shipped run, {SHIPPED_STEPS} steps of batch 64 (minutes, from the row above)",
+                 SHIPPED_STEPS * seconds / 60))
     lines = [f"# Diffusion speed on {platform.processor() or platform.machine()}, {args.threads} thread(s)", "",
              f"Default configs: {plain.num_parameters():,} parameters (unconditional), "
              f"{cond.num_parameters():,} (class-conditional). Best of {args.repeats} runs.", "",

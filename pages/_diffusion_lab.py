@@ -26,7 +26,7 @@ from pages._diffusion_views import (attention_click_figure, attention_row_figure
 from pages._ui import Picked, device_label, download_png, global_seed
 
 ROW_TIMESTEPS = 6          # timesteps in the attention-over-time row
-SHIPPED_CURVE = {"num_samples": 500, "seed": 0}   # what shipped checkpoints' steps_quality.json measured
+SHIPPED_CURVE = {"num_samples": 250, "seed": 0}   # what shipped checkpoints' steps_quality.json measured
 
 
 # -- steps against quality ------------------------------------------------------------------------------
@@ -81,10 +81,10 @@ def steps_quality_tab(p: Picked) -> None:
     num_samples = int(cols[2].number_input("Samples per point", MIN_CURVE_SAMPLES, 5000, SHIPPED_CURVE["num_samples"],
                                            step=50, key="dif_sq_samples",
                                            help="More samples: a steadier Fréchet distance, a longer wait. "
-                                                "Shipped checkpoints carry curves of 500 samples from seed 0."))
+                                                "Shipped checkpoints carry curves of 250 samples from seed 0."))
     seed = int(cols[3].number_input("Seed", 0, 2**31 - 1, SHIPPED_CURVE["seed"], key="dif_sq_seed"))
     if 1000 in grid and device_label() == "CPU":
-        st.warning("1000 steps is slow on the CPU: every sample runs the UNet 1000 times (minutes for 500 samples).",
+        st.warning("1000 steps is slow on the CPU: every sample runs the UNet 1000 times (minutes for 250 samples).",
                    icon=":material/hourglass:")
     if not samplers or not grid:
         st.info("Choose at least one sampler and one step count.")

@@ -17,5 +17,13 @@ want cvae-mnist   && run cvae-mnist   python -m genlib train cvae --out checkpoi
 want ae-mnist     && run ae-mnist     python -m genlib train ae   --out checkpoints/ae-mnist     --epochs 100 --ema-decay 0.999
 want dae-mnist    && run dae-mnist    python -m genlib train dae  --out checkpoints/dae-mnist    --epochs 100 --noise-std 0.5 --ema-decay 0.999
 want mlp-gan-mnist && run mlp-gan-mnist python -m genlib train mlp-gan --out checkpoints/mlp-gan-mnist --loss hinge --spectral-norm --ema-decay 0.999 --lr 2e-4 --batch-size 64 --epochs 130 --max-steps 8000 --preview-every 1000
-want dcgan-mnist   && run dcgan-mnist   python -m genlib train dcgan   --out checkpoints/dcgan-mnist --g-width 64 --d-width 64 --ema-decay 0.995 --lr 2e-4 --batch-size 64 --epochs 60 --max-steps 3000 --preview-every 500
-want cgan-mnist    && run cgan-mnist    python -m genlib train cgan    --out checkpoints/cgan-mnist --loss hinge --spectral-norm --g-width 64 --d-width 64 --ema-decay 0.999 --lr 2e-4 --batch-size 64 --epochs 80 --max-steps 4000 --preview-every 500
+want dcgan-mnist   && run dcgan-mnist   python -m genlib train dcgan   --out checkpoints/dcgan-mnist --g-width 64 --d-width 64 --g-convs 1 --augment --ema-decay 0.995 --lr 2e-4 --batch-size 64 --epochs 60 --max-steps 3000 --preview-every 500
+want cgan-mnist    && run cgan-mnist    python -m genlib train cgan    --out checkpoints/cgan-mnist --loss hinge --spectral-norm --d-conditioning projection --g-width 64 --d-width 64 --g-convs 1 --augment --ema-decay 0.999 --lr 2e-4 --batch-size 64 --epochs 80 --max-steps 4000 --preview-every 500
+# Diffusion (about 24 min each on one idle core; see benchmarks/diffusion_speed.md), then the
+# steps-vs-quality curve that the Diffusion page shows at once (steps_quality.json in the folder).
+DIFFUSION_FLAGS=(--snr-gamma 5 --batch-size 64 --lr 1e-3 --grad-clip 1 --ema-decay 0.995 --epochs 100 --max-steps 1800 --sample-steps 20 --sampler dpm-solver++ --preview-every 200)
+want diffusion-mnist  && run diffusion-mnist  python -m genlib train diffusion  --out checkpoints/diffusion-mnist  "${DIFFUSION_FLAGS[@]}"
+want cdiffusion-mnist && run cdiffusion-mnist python -m genlib train cdiffusion --out checkpoints/cdiffusion-mnist "${DIFFUSION_FLAGS[@]}"
+for name in diffusion-mnist; do  # cdiffusion-mnist: computed on demand (guidance doubles the cost)
+  want "$name" && run "$name curve" python -m genlib steps-quality "$name" --num 250 --steps 5 10 20 50 100 --write
+done
