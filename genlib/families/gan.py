@@ -30,10 +30,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from genlib.config import ConfigError, setting
 from genlib.data import TRAINING_SETS
+from genlib.gan_networks import (ProjectionDiscriminator, conv_discriminator, conv_generator,  # noqa: F401
+                                 mlp_discriminator, mlp_generator, translate)
 from genlib.model import GenerativeModel, ModelConfig, StepOutput, StepTools
 from genlib.registry import register
 from genlib.training import TrainingDiverged
@@ -197,78 +198,6 @@ class CGANConfig(DCGANConfig):
                                            "Koyama 2018)", choices=("plane", "projection"))
     # only labelled images: the faces have no classes to condition on
     dataset: str = setting("mnist", "training images: MNIST digits, the classes it conditions on", choices=("mnist",))
-
-
-# -- networks: plain nn.Sequential; the model adds cgan's label embeddings around them -------------
-def _sn(layer: nn.Module, on: bool) -> nn.Module:
-    return _spectral_norm(layer) if on else layer
-
-
-def mlp_generator(in_dim: int, hidden: int) -> nn.Sequential:
-    """(B,in_dim) -> images (B,1,28,28) in [-1,1]."""
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, 2 * hidden), nn.ReLU(),
-                         nn.Linear(2 * hidden, 28 * 28), nn.Tanh(), nn.Unflatten(1, (1, 28, 28)))
-
-
-def mlp_discriminator(hidden: int, sn: bool, sigmoid: bool) -> nn.Sequential:
-    """images (B,1,28,28) -> scores (B,1)."""
-    return nn.Sequential(nn.Flatten(), _sn(nn.Linear(28 * 28, 2 * hidden), sn), nn.LeakyReLU(0.2),
-                         _sn(nn.Linear(2 * hidden, hidden), sn), nn.LeakyReLU(0.2),
-                         _sn(nn.Linear(hidden, 1), sn), nn.Sigmoid() if sigmoid else nn.Identity())
-
-
-def _refine(channels: int, convs: int) -> list[nn.Module]:
-    """``convs`` shape-keeping 3x3 conv layers, each followed by BatchNorm and ReLU."""
-    return [m for _ in range(convs)
-            for m in (nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU())]
-
-
-def conv_generator(in_dim: int, w: int, convs: int = 0) -> nn.Sequential:
-    """(B,in_dim) -> images (B,1,28,28) in [-1,1]; BatchNorm before each ReLU; ``convs`` extra layers per level."""
-    return nn.Sequential(nn.Linear(in_dim, 2 * w * 49), nn.Unflatten(1, (2 * w, 7, 7)), nn.BatchNorm2d(2 * w),
-                         nn.ReLU(), *_refine(2 * w, convs), nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.BatchNorm2d(w),
-                         nn.ReLU(), *_refine(w, convs), nn.ConvTranspose2d(w, 1, 4, 2, 1), nn.Tanh())
-
-
-def conv_features(in_channels: int, w: int, sn: bool) -> nn.Sequential:
-    """images (B,in_channels,28,28) -> D's features (B,2w*49); no BatchNorm."""
-    return nn.Sequential(_sn(nn.Conv2d(in_channels, w, 4, 2, 1), sn), nn.LeakyReLU(0.2),
-                         _sn(nn.Conv2d(w, 2 * w, 4, 2, 1), sn), nn.LeakyReLU(0.2), nn.Flatten())
-
-
-def conv_discriminator(in_channels: int, w: int, sn: bool, sigmoid: bool) -> nn.Sequential:
-    """images (B,in_channels,28,28) -> scores (B,1)."""
-    return nn.Sequential(*conv_features(in_channels, w, sn), _sn(nn.Linear(2 * w * 49, 1), sn),
-                         nn.Sigmoid() if sigmoid else nn.Identity())
-
-
-class ProjectionDiscriminator(nn.Module):
-    """D(x, y) = psi(phi(x)) + <embed(y), phi(x)>: the class enters as an inner product with D's features."""
-
-    def __init__(self, w: int, num_classes: int, sn: bool, sigmoid: bool):
-        super().__init__()
-        self.features = conv_features(1, w, sn)                      # (B,1,28,28) -> (B,F), F = 2w*49
-        self.head = _sn(nn.Linear(2 * w * 49, 1), sn)                # (B,F) -> (B,1)
-        self.class_embed = _sn(nn.Embedding(num_classes, 2 * w * 49), sn)  # y (B,) -> (B,F)
-        self.out = nn.Sigmoid() if sigmoid else nn.Identity()
-
-    def forward(self, x: Tensor, labels: Tensor) -> Tensor:
-        h = self.features(x)                                                           # (B,F)
-        return self.out(self.head(h) + (self.class_embed(labels) * h).sum(1, keepdim=True))
-
-
-def translate(images: Tensor, max_shift: int = 3) -> Tensor:
-    """DiffAugment's translation: each image (B,C,H,W) shifted by up to ``max_shift`` pixels, edges repeated.
-
-    Built on grid_sample, so gradients flow back to G through the shifted fakes.
-    """
-    b, _, h, w = images.shape
-    shift = torch.randint(-max_shift, max_shift + 1, (b, 2), device=images.device).float()  # (B,2) pixels
-    theta = torch.zeros(b, 2, 3, device=images.device)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1
-    theta[:, 0, 2], theta[:, 1, 2] = 2 * shift[:, 0] / w, 2 * shift[:, 1] / h  # normalised [-1,1] coordinates
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid.to(images.dtype), mode="nearest", padding_mode="border", align_corners=False)
 
 
 # -- the model ---------------------------------------------------------------------------------------
