@@ -65,7 +65,10 @@ def test_every_tab_of_the_diffusion_page(app_env, family):
     assert any("x_t at t = 10" in c for c in captions(at))
 
     show_tab(at, "Steps vs quality")
-    assert at.button(key="dif_sq_compute") or at.get("plotly_chart")  # a stored curve is drawn at once
+    drawn, can_compute = bool(at.get("plotly_chart")), "dif_sq_compute" in {b.key for b in at.button}
+    assert drawn != can_compute  # a stored curve is drawn at once; otherwise a button computes one
+    shipped_curve = app_env["checkpoints"] / f"{family}-mnist" / "steps_quality.json"
+    assert drawn == shipped_curve.exists()
 
     show_tab(at, "Attention")
     assert len(at.get("plotly_chart")) == 2  # the clickable map and the row across timesteps
