@@ -1,7 +1,8 @@
 """Diffusers pipeline folders and noise schedules, apart from the diffusion model itself.
 
-Reading a pipeline folder (model_index.json naming one UNet2DModel and one scheduler), deriving
-genlib's config from a UNet's and a scheduler's configs, and the schedule curves the page plots.
+Writing and reading a pipeline folder (model_index.json naming one UNet2DModel and one scheduler;
+weights as safetensors only), deriving genlib's config from a UNet's and a scheduler's configs, and
+the schedule curves the page plots.
 """
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import diffusers
 import numpy as np
-from diffusers import DDPMScheduler
+from diffusers import DDPMScheduler, UNet2DModel
 from torch import Tensor
 
 from genlib.checkpoints import CheckpointError
@@ -95,3 +97,56 @@ def schedule_curves_for(schedule: str, num_train_timesteps: int = 1000) -> dict[
 def all_schedule_curves(num_train_timesteps: int = 1000) -> dict[str, dict[str, np.ndarray]]:
     """{schedule name: schedule_curves_for(name)} for every schedule, to plot side by side."""
     return {name: schedule_curves_for(name, num_train_timesteps) for name in SCHEDULES}
+
+
+# -- pipeline folders ------------------------------------------------------------------------------------
+def write_pipeline(folder: Path, unet: UNet2DModel, scheduler_config: dict[str, Any], scheduler_class: str) -> None:
+    """model_index.json, unet/ (config.json + safetensors) and scheduler/scheduler_config.json in ``folder``."""
+    unet.save_pretrained(folder / "unet", safe_serialization=True)
+    version = {"_diffusers_version": diffusers.__version__}
+    (folder / "scheduler").mkdir(exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"_class_name": scheduler_class, **version, **scheduler_config}, indent=2, sort_keys=True))
+    (folder / PIPELINE_INDEX).write_text(json.dumps(
+        {"_class_name": "DDPMPipeline", **version, "scheduler": ["diffusers", scheduler_class],
+         "unet": ["diffusers", "UNet2DModel"]}, indent=2, sort_keys=True))
+
+
+def read_pipeline(folder: Path, config: Any, conditional: bool) -> tuple[UNet2DModel, dict[str, Any]]:
+    """(the UNet, loaded from safetensors only; the scheduler config, verbatim) of ``folder``.
+
+    CheckpointError if the weights are missing or pickled, or if genlib's ``config`` does not match
+    what the UNet and scheduler configs say.
+    """
+    unet_dir, scheduler_dir = _pipeline_parts(folder)
+    try:
+        unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, local_files_only=True,
+                                           low_cpu_mem_usage=False)
+    except (OSError, ValueError, RuntimeError) as err:
+        pickles = [p.name for p in unet_dir.glob("*.bin")]
+        hint = f"; it holds {', '.join(pickles)}: pickled weights are refused" if pickles else ""
+        raise CheckpointError(f"cannot load the UNet in {unet_dir}: {str(err).splitlines()[0]}{hint}") from None
+    scheduler_config = _read_json(scheduler_dir / "scheduler_config.json")
+    derived = derive_config(dict(unet.config), scheduler_config, conditional)
+    wrong = sorted(k for k, v in derived.items() if getattr(config, k) != v)
+    if wrong:
+        raise CheckpointError(f"config.json of {folder} does not fit its unet/ and scheduler/ configs "
+                              f"({', '.join(f'{k}: {getattr(config, k)!r} vs {derived[k]!r}' for k in wrong)})")
+    return unet, scheduler_config
+
+
+def claim_pipeline(folder: Path) -> dict[str, Any] | None:
+    """genlib's config for an unconditional UNet2DModel pipeline folder without genlib's config.json;
+    None if ``folder`` is no pipeline; CheckpointError for pipelines genlib cannot run."""
+    if not (folder / PIPELINE_INDEX).is_file():
+        return None
+    unet_dir, scheduler_dir = _pipeline_parts(folder)
+    unet_config = _read_json(unet_dir / "config.json")
+    if unet_config.get("num_class_embeds") or unet_config.get("class_embed_type"):
+        raise CheckpointError(f"{folder}: a class-conditional UNet2DModel without genlib's config.json; "
+                              "genlib loads unconditional diffusers pipelines only")
+    if unet_config.get("time_embedding_type", "positional") != "positional":
+        raise CheckpointError(f"{folder}: a UNet with {unet_config['time_embedding_type']} time embedding "
+                              "(a score-SDE model); genlib loads DDPM-style pipelines only")
+    derived = derive_config(unet_config, _read_json(scheduler_dir / "scheduler_config.json"), conditional=False)
+    return {**derived, "sample_steps": min(50, derived["num_train_timesteps"])}  # a default: not in the folder

@@ -98,6 +98,32 @@ def core_classifier():
     return load_classifier()
 
 
+@pytest.fixture(scope="module")
+def core_evaluator(tmp_path_factory):
+    """The shipped evaluator (genlib.comparison.Evaluator), with the score cache in a temp folder for this module."""
+    from genlib.comparison import Evaluator
+
+    old = os.environ.get("GENLIB_SCORE_CACHE")
+    os.environ["GENLIB_SCORE_CACHE"] = str(tmp_path_factory.mktemp("scores"))
+    yield Evaluator.load()
+    if old is None:
+        os.environ.pop("GENLIB_SCORE_CACHE", None)
+    else:
+        os.environ["GENLIB_SCORE_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def core_diffusion(core_tiny_model):
+    """A tiny unconditional diffusion model in eval mode, shared by a test module."""
+    return core_tiny_model("diffusion").eval()
+
+
+@pytest.fixture(scope="module")
+def core_cdiffusion(core_tiny_model):
+    """A tiny class-conditional diffusion model in eval mode, shared by a test module."""
+    return core_tiny_model("cdiffusion").eval()
+
+
 # -- app (Streamlit pages) fixtures --------------------------------------------------------------------
 
 APP_FAMILIES = ("ae", "dae", "vae", "cvae", "mlp-gan", "dcgan", "cgan", "diffusion", "cdiffusion")

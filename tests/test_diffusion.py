@@ -28,16 +28,6 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 
 @pytest.fixture(scope="module")
-def core_diffusion(core_tiny_model):
-    return core_tiny_model("diffusion").eval()
-
-
-@pytest.fixture(scope="module")
-def core_cdiffusion(core_tiny_model):
-    return core_tiny_model("cdiffusion").eval()
-
-
-@pytest.fixture(scope="module")
 def core_digits(core_slice):
     return core_slice[0][:3], core_slice[1][:3]
 

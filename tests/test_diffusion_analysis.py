@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import threading
 
 import numpy as np
@@ -17,7 +16,7 @@ from PIL import Image
 
 from genlib import cli
 from genlib.checkpoints import save_folder
-from genlib.comparison import Evaluator, folder_fingerprint
+from genlib.comparison import folder_fingerprint
 from genlib.diffusion_analysis import (STEPS_QUALITY_FILE, StepsQuality, load_steps_quality, reverse_timelines,
                                        save_steps_quality, steps_quality, timeline_gif)
 from genlib.metrics import classifier_features, frechet_distance_from_features
@@ -27,28 +26,6 @@ pytestmark = pytest.mark.usefixtures("core_runs_dir")
 SAMPLERS3 = ("ddpm", "ddim", "dpm-solver++")
 STEPS = 4
 CURVE = dict(steps_grid=(2, 4), num_samples=16, seed=0)
-
-
-@pytest.fixture(scope="module")
-def core_diffusion(core_tiny_model):
-    return core_tiny_model("diffusion").eval()
-
-
-@pytest.fixture(scope="module")
-def core_cdiffusion(core_tiny_model):
-    return core_tiny_model("cdiffusion").eval()
-
-
-@pytest.fixture(scope="module")
-def core_evaluator(tmp_path_factory):
-    """The shipped evaluator, with the score cache in a temp folder for this module."""
-    old = os.environ.get("GENLIB_SCORE_CACHE")
-    os.environ["GENLIB_SCORE_CACHE"] = str(tmp_path_factory.mktemp("scores"))
-    yield Evaluator.load()
-    if old is None:
-        os.environ.pop("GENLIB_SCORE_CACHE", None)
-    else:
-        os.environ["GENLIB_SCORE_CACHE"] = old
 
 
 @pytest.fixture(scope="module")

@@ -12,25 +12,11 @@ from PIL import Image
 from torch import nn
 
 from genlib.checkpoints import save_folder
-from genlib.comparison import Evaluator, compare, score_checkpoint, score_cache_dir
+from genlib.comparison import compare, score_checkpoint, score_cache_dir
 from genlib.config import setting
 from genlib.model import GenerativeModel, ModelConfig
 from genlib.report import FIGURES, report_files, report_zip, scoreboard_frame
 from genlib.scoring import METRICS, flops_per_sample, reference_scorecards, score_model
-
-
-@pytest.fixture(scope="module")
-def core_evaluator(tmp_path_factory):
-    """The shipped evaluator, with its cache in a temp folder for this module."""
-    import os
-
-    old = os.environ.get("GENLIB_SCORE_CACHE")
-    os.environ["GENLIB_SCORE_CACHE"] = str(tmp_path_factory.mktemp("scores"))
-    yield Evaluator.load()
-    if old is None:
-        os.environ.pop("GENLIB_SCORE_CACHE", None)
-    else:
-        os.environ["GENLIB_SCORE_CACHE"] = old
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,11 @@ Editing (inpainting, SDEdit), the likelihood bound and attention maps live in ge
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import diffusers
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -36,11 +34,11 @@ from diffusers.training_utils import compute_snr
 from torch import Tensor
 
 from genlib import diffusion_tools as tools
-from genlib.checkpoints import CheckpointError
 from genlib.config import ConfigError, setting
 from genlib.diffusion_tools import make_mask, to_image_range, to_model_range  # noqa: F401  (make_mask: for pages)
-from genlib.diffusion_pipelines import (PIPELINE_INDEX, PREDICTIONS, SCHEDULES, _curves, _pipeline_parts, _read_json,  # noqa: F401
-                                       all_schedule_curves, derive_config, schedule_curves_for)
+from genlib.diffusion_pipelines import (PIPELINE_INDEX, PREDICTIONS, SCHEDULES, _curves,  # noqa: F401
+                                       all_schedule_curves, claim_pipeline, derive_config, read_pipeline,
+                                       schedule_curves_for, write_pipeline)
 from genlib.model import GenerativeModel, ModelConfig, StepOutput
 from genlib.registry import register
 
@@ -379,55 +377,22 @@ class DiffusionModel(GenerativeModel):
         return tools.sdedit(self, x0, strength, steps, generator, sampler, labels=labels, callback=callback,
                             eta=eta, guidance_scale=guidance_scale)
 
-    # -- checkpoints: a diffusers pipeline folder --------------------------------------------------------------
+    # -- checkpoints: a diffusers pipeline folder (read and written in genlib/diffusion_pipelines.py) -------------
     def save_pretrained_files(self, folder: Path) -> None:
         """Write model_index.json, unet/ (config.json + safetensors) and scheduler/scheduler_config.json."""
-        folder = Path(folder)
-        self.unet.save_pretrained(folder / "unet", safe_serialization=True)
-        scheduler_class = self.scheduler_config.get("_class_name", "DDPMScheduler")
-        version = {"_diffusers_version": diffusers.__version__}
-        (folder / "scheduler").mkdir(exist_ok=True)
-        (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(
-            {"_class_name": scheduler_class, **version, **_public(self.scheduler_config)}, indent=2, sort_keys=True))
-        (folder / PIPELINE_INDEX).write_text(json.dumps(
-            {"_class_name": "DDPMPipeline", **version, "scheduler": ["diffusers", scheduler_class],
-             "unet": ["diffusers", "UNet2DModel"]}, indent=2, sort_keys=True))
+        write_pipeline(Path(folder), self.unet, _public(self.scheduler_config),
+                       self.scheduler_config.get("_class_name", "DDPMScheduler"))
 
     @classmethod
     def from_folder(cls, folder: Path, config: DiffusionConfig) -> "DiffusionModel":
         """Load a pipeline folder: the UNet from safetensors only, its config and the scheduler's verbatim."""
-        unet_dir, scheduler_dir = _pipeline_parts(Path(folder))
-        try:
-            unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, local_files_only=True,
-                                               low_cpu_mem_usage=False)
-        except (OSError, ValueError, RuntimeError) as err:
-            pickles = [p.name for p in unet_dir.glob("*.bin")]
-            hint = f"; it holds {', '.join(pickles)}: pickled weights are refused" if pickles else ""
-            raise CheckpointError(f"cannot load the UNet in {unet_dir}: {str(err).splitlines()[0]}{hint}") from None
-        scheduler_config = _read_json(scheduler_dir / "scheduler_config.json")
-        derived = derive_config(dict(unet.config), scheduler_config, cls.conditional)
-        wrong = sorted(k for k, v in derived.items() if getattr(config, k) != v)
-        if wrong:
-            raise CheckpointError(f"config.json of {folder} does not fit its unet/ and scheduler/ configs "
-                                  f"({', '.join(f'{k}: {getattr(config, k)!r} vs {derived[k]!r}' for k in wrong)})")
+        unet, scheduler_config = read_pipeline(Path(folder), config, cls.conditional)
         return cls(config, unet=unet, scheduler_config=scheduler_config)
 
     @classmethod
     def claim_folder(cls, folder: Path) -> dict[str, Any] | None:
         """The model config of an unconditional diffusers UNet2DModel pipeline folder; None if it is not one."""
-        folder = Path(folder)
-        if cls.conditional or not (folder / PIPELINE_INDEX).is_file():
-            return None
-        unet_dir, scheduler_dir = _pipeline_parts(folder)
-        unet_config = _read_json(unet_dir / "config.json")
-        if unet_config.get("num_class_embeds") or unet_config.get("class_embed_type"):
-            raise CheckpointError(f"{folder}: a class-conditional UNet2DModel without genlib's config.json; "
-                                  "genlib loads unconditional diffusers pipelines only")
-        if unet_config.get("time_embedding_type", "positional") != "positional":
-            raise CheckpointError(f"{folder}: a UNet with {unet_config['time_embedding_type']} time embedding "
-                                  "(a score-SDE model); genlib loads DDPM-style pipelines only")
-        derived = derive_config(unet_config, _read_json(scheduler_dir / "scheduler_config.json"), conditional=False)
-        return {**derived, "sample_steps": min(50, derived["num_train_timesteps"])}  # a default: not in the folder
+        return None if cls.conditional else claim_pipeline(Path(folder))
 
 
 @register("cdiffusion")
