@@ -41,24 +41,47 @@ def conv_generator(in_dim: int, w: int, convs: int = 0) -> nn.Sequential:
                          nn.ReLU(), *_refine(w, convs), nn.ConvTranspose2d(w, 1, 4, 2, 1), nn.Tanh())
 
 
-def conv_features(in_channels: int, w: int, sn: bool) -> nn.Sequential:
-    """images (B,in_channels,28,28) -> D's features (B,2w*49); no BatchNorm."""
-    return nn.Sequential(_sn(nn.Conv2d(in_channels, w, 4, 2, 1), sn), nn.LeakyReLU(0.2),
-                         _sn(nn.Conv2d(w, 2 * w, 4, 2, 1), sn), nn.LeakyReLU(0.2), nn.Flatten())
+def conv_features(in_channels: int, w: int, sn: bool, dropout: float = 0.0) -> nn.Sequential:
+    """images (B,in_channels,28,28) -> D's features (B,2w*49); no BatchNorm; ``dropout`` after each conv.
+
+    Dropout layers exist only when ``dropout`` > 0, so checkpoints saved without them keep their layer names.
+    """
+    def drop() -> list[nn.Module]:
+        return [nn.Dropout(dropout)] if dropout > 0 else []
+
+    return nn.Sequential(_sn(nn.Conv2d(in_channels, w, 4, 2, 1), sn), nn.LeakyReLU(0.2), *drop(),
+                         _sn(nn.Conv2d(w, 2 * w, 4, 2, 1), sn), nn.LeakyReLU(0.2), *drop(), nn.Flatten())
 
 
-def conv_discriminator(in_channels: int, w: int, sn: bool, sigmoid: bool) -> nn.Sequential:
-    """images (B,in_channels,28,28) -> scores (B,1)."""
-    return nn.Sequential(*conv_features(in_channels, w, sn), _sn(nn.Linear(2 * w * 49, 1), sn),
+class MinibatchStd(nn.Module):
+    """ProGAN's minibatch standard deviation (Karras et al. 2018): (B,C,H,W) -> (B,C+1,H,W).
+
+    The extra map holds one number for the whole batch, the mean over features of their standard
+    deviation across the batch. A generator that collapses onto a few images makes it small, so D
+    can tell a collapsed batch from a real one.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        spread = (x.float().var(0, unbiased=False) + 1e-8).sqrt().mean().to(x.dtype)  # scalar
+        return torch.cat([x, spread.expand(x.shape[0], 1, *x.shape[2:])], 1)
+
+
+def conv_discriminator(in_channels: int, w: int, sn: bool, sigmoid: bool, dropout: float = 0.0,
+                       minibatch_std: bool = False) -> nn.Sequential:
+    """images (B,in_channels,28,28) -> scores (B,1); ``minibatch_std`` adds a map at 7x7, before the last layer."""
+    features = list(conv_features(in_channels, w, sn, dropout))  # ends in Flatten
+    if minibatch_std:
+        features.insert(-1, MinibatchStd())
+    return nn.Sequential(*features, _sn(nn.Linear((2 * w + minibatch_std) * 49, 1), sn),
                          nn.Sigmoid() if sigmoid else nn.Identity())
 
 
 class ProjectionDiscriminator(nn.Module):
     """D(x, y) = psi(phi(x)) + <embed(y), phi(x)>: the class enters as an inner product with D's features."""
 
-    def __init__(self, w: int, num_classes: int, sn: bool, sigmoid: bool):
+    def __init__(self, w: int, num_classes: int, sn: bool, sigmoid: bool, dropout: float = 0.0):
         super().__init__()
-        self.features = conv_features(1, w, sn)                      # (B,1,28,28) -> (B,F), F = 2w*49
+        self.features = conv_features(1, w, sn, dropout)                      # (B,1,28,28) -> (B,F), F = 2w*49
         self.head = _sn(nn.Linear(2 * w * 49, 1), sn)                # (B,F) -> (B,1)
         self.class_embed = _sn(nn.Embedding(num_classes, 2 * w * 49), sn)  # y (B,) -> (B,F)
         self.out = nn.Sigmoid() if sigmoid else nn.Identity()

@@ -16,7 +16,8 @@ import torch
 import genlib
 from genlib import ConfigError, TrainConfig, Trainer, TrainingDiverged
 from genlib.data import mnist, training_set
-from genlib.families.gan import (D_WIN_STEPS, LOSS_NAMES, LOSSES, DWinDetector, gradient_penalty, slerp,
+from genlib.gan_networks import MinibatchStd
+from genlib.families.gan import (D_WIN_STEPS, LOSS_NAMES, LOSSES, DWinDetector, gradient_penalty, r1_penalty, slerp,
                                  translate)
 from genlib.model import StepTools
 from genlib.runs import save_run, train_run
@@ -71,11 +72,15 @@ def test_every_loss_and_family_trains_through_the_trainer(family, loss, core_tin
     {"spectral_norm": True, "loss": "hinge", "d_steps": 2},
     {"spectral_norm": True, "loss": "wgan-gp"},
     {"g_convs": 2, "augment": True},
+    {"r1_gamma": 1.0, "augment": True},
+    {"d_dropout": 0.3},
+    {"minibatch_std": True, "augment": True},
 ])
 def test_variants_train(overrides, core_tiny_model, core_slice):
     model = core_tiny_model("dcgan", **overrides)
     result = Trainer(_cfg(max_steps=2)).fit(model, *core_slice)
     assert result.steps == 2 and all(math.isfinite(v) for v in result.history[-1].values())
+    assert ("r1" in result.history[-1]) == ("r1_gamma" in overrides)  # the penalty is logged when it is on
     if overrides.get("d_output") == "sigmoid":
         row = result.history[-1]
         assert 0.0 <= row["d_real"] <= 1.0 and 0.0 <= row["d_fake"] <= 1.0
@@ -116,6 +121,26 @@ def test_gradient_penalty_of_a_linear_critic_is_exact():
     assert torch.allclose(w.grad, 2 * 4.0 * torch.tensor([3.0, 4.0, 0.0]) / 5.0, atol=1e-5)
 
 
+def test_r1_penalty_of_a_linear_critic_is_exact():
+    w = torch.tensor([[3.0], [4.0], [0.0]], requires_grad=True)  # D(x) = x.w, so |grad_x D|^2 = |w|^2 = 25
+    real = torch.randn(6, 3, requires_grad=True)
+    r1 = r1_penalty(real @ w, real)
+    assert r1.item() == pytest.approx(25.0, rel=1e-6)
+    r1.backward()  # the penalty trains D: d/dw |w|^2 = 2w
+    assert torch.allclose(w.grad, 2 * w.detach())
+
+
+def test_r1_penalty_changes_the_discriminator_update(core_tiny_model, core_slice):
+    x, y = core_slice[0][:8], core_slice[1][:8]
+    d_after = []
+    for gamma in (0.0, 50.0):
+        torch.manual_seed(0)
+        model = core_tiny_model("dcgan", r1_gamma=gamma)
+        model.optimization_step((x, y), model.configure_optimizers(1e-3), _plain_tools(0))
+        d_after.append(torch.cat([p.detach().flatten() for p in model.discriminator.parameters()]))
+    assert not torch.allclose(d_after[0], d_after[1])
+
+
 def test_gradient_penalty_is_zero_for_a_unit_gradient_critic_on_images():
     w = torch.zeros(1, 1, 28, 28)
     w[0, 0, 3, 4] = 1.0  # |grad| = 1 everywhere
@@ -148,6 +173,7 @@ def test_loss_functions_by_hand():
     ("dcgan", {"loss": "kl"}, "loss='kl' is not one of"),
     ("dcgan", {"d_steps": 0}, "d_steps=0 is out of range"),
     ("mlp-gan", {"width": 4}, "unknown setting"),
+    ("cgan", {"minibatch_std": True, "d_conditioning": "projection"}, "minibatch_std works with the plane"),
 ])
 def test_invalid_combinations_are_refused(family, overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -306,3 +332,34 @@ def test_g_convs_deepens_the_generator(core_tiny_model):
                  for m in g.generator.modules()) for g in (shallow, deep)]
     assert convs == [0, 4]  # two at 7x7, two at 14x14
     assert deep.sample(2).shape == (2, 1, 28, 28)
+
+
+def test_d_dropout_adds_dropout_to_d_only_when_asked(core_tiny_model):
+    def dropouts(model):
+        return [m.p for m in model.discriminator.modules() if isinstance(m, torch.nn.Dropout)]
+
+    plain, dropped = core_tiny_model("dcgan"), core_tiny_model("dcgan", d_dropout=0.3)
+    assert dropouts(plain) == [] and dropouts(dropped) == [0.3, 0.3]
+    # without dropout the layer names are those of checkpoints saved before the option existed
+    assert "discriminator.2.weight" in plain.state_dict() and "discriminator.3.weight" in dropped.state_dict()
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    dropped.train()
+    assert not torch.equal(dropped.critic(x), dropped.critic(x))  # a noisy D in training ...
+    dropped.eval()
+    assert torch.equal(dropped.critic(x), dropped.critic(x))  # ... and a deterministic one after
+
+
+def test_minibatch_std_tells_a_collapsed_batch_from_a_varied_one():
+    varied = torch.randn(8, 3, 7, 7)
+    collapsed = varied[:1].expand(8, 3, 7, 7)
+    out_varied, out_collapsed = MinibatchStd()(varied), MinibatchStd()(collapsed)
+    assert out_varied.shape == (8, 4, 7, 7) and torch.equal(out_varied[:, :3], varied)
+    expected = varied.var(0, unbiased=False).add(1e-8).sqrt().mean()  # one number for the whole batch
+    assert torch.allclose(out_varied[:, 3], expected.expand(8, 7, 7))
+    assert out_collapsed[:, 3].max() < 1e-3 < out_varied[:, 3].min()
+
+
+def test_minibatch_std_discriminator_sees_the_extra_map(core_tiny_model):
+    model = core_tiny_model("dcgan", minibatch_std=True)
+    assert any(isinstance(m, MinibatchStd) for m in model.discriminator)
+    assert model.critic(torch.rand(4, 1, 28, 28) * 2 - 1).shape == (4, 1)

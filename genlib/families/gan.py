@@ -9,6 +9,7 @@ G's tanh output back with (x+1)/2. Shapes (B batch, Z noise_dim, w width, E embe
     dcgan    G: z (B,Z) -fc-> (B,2w,7,7) -BN,ReLU,deconv s2-> (B,w,14,14) -BN,ReLU,deconv s2-> tanh (B,1,28,28)
              D: x (B,1,28,28) -conv s2-> (B,w,14,14) -conv s2-> (B,2w,7,7) -fc-> score (B,1)
              g_convs adds 3x3 conv layers at 7x7 and 14x14; augment shifts D's inputs (DiffAugment)
+             minibatch_std appends a batch-spread map at D's 7x7 level; d_dropout follows each D conv
     cgan     as dcgan; G sees [z, embed(y)] (B,Z+E); D sees [x, embed(y) as a 28x28 plane] (B,2,28,28),
              or, with d_conditioning="projection", scores psi(phi(x)) + <embed(y), phi(x)> (B,1)
 
@@ -123,6 +124,15 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
     return ((norm - 1) ** 2).mean()
 
 
+def r1_penalty(real_scores: Tensor, real_inputs: Tensor) -> Tensor:
+    """R1 (Mescheder et al., 2018): mean over real images of ||∇ₓD(x)||², with the graph kept so it trains D.
+
+    ``real_inputs`` (B,...) must require grad and ``real_scores`` (B,1) must be D's output on them.
+    """
+    (grad,) = torch.autograd.grad(real_scores.float().sum(), real_inputs, create_graph=True)
+    return grad.float().flatten(1).pow(2).sum(1).mean()
+
+
 class DWinDetector:
     """Raises TrainingDiverged once D has won outright for ``D_WIN_STEPS`` steps in a row."""
 
@@ -151,6 +161,8 @@ class GANConfig(ModelConfig):
     loss: str = setting("bce", "adversarial loss: non-saturating BCE, least squares, hinge, or Wasserstein "
                         "with gradient penalty", choices=LOSS_NAMES)
     gp_weight: float = setting(10.0, "weight of the WGAN-GP gradient penalty", min=0.0, max=1000.0)
+    r1_gamma: float = setting(0.0, "R1 penalty on real images, gamma/2 * |grad D(x)|^2 (0 = off): keeps D smooth "
+                                   "where the data is", min=0.0, max=1000.0)
     spectral_norm: bool = setting(False, "spectral normalisation on every discriminator layer")
     d_lr_scale: float = setting(1.0, "D's learning rate = the training lr times this (G gets the training lr)",
                                 min=0.01, max=100.0)
@@ -185,6 +197,10 @@ class DCGANConfig(GANConfig):
                               "the TF tutorial's G has one stride-1 layer at 7x7", min=0, max=3)
     augment: bool = setting(False, "DiffAugment: shift real and generated images by up to 3 pixels before D sees "
                                    "them (differentiable), so D cannot memorise a small training set")
+    d_dropout: float = setting(0.0, "dropout after each of D's conv layers (the TF tutorial uses 0.3): a noisier, "
+                                    "slower D", min=0.0, max=0.9)
+    minibatch_std: bool = setting(False, "ProGAN's minibatch standard deviation: D sees how varied each batch is, so a "
+                                         "generator collapsing onto a few images is caught")
 
 
 @dataclass(frozen=True)
@@ -198,6 +214,11 @@ class CGANConfig(DCGANConfig):
                                            "Koyama 2018)", choices=("plane", "projection"))
     # only labelled images: the faces have no classes to condition on
     dataset: str = setting("mnist", "training images: MNIST digits, the classes it conditions on", choices=("mnist",))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.minibatch_std and self.d_conditioning == "projection":
+            raise ConfigError("minibatch_std works with the plane discriminator only; set d_conditioning='plane'")
 
 
 # -- the model ---------------------------------------------------------------------------------------
@@ -233,9 +254,13 @@ class GAN(GenerativeModel):
             x = torch.cat([x, self.d_embed(labels).view(-1, 1, 28, 28)], 1)
         return self.discriminator(x)
 
+    def augmented(self, x: Tensor) -> Tensor:
+        """Images as D sees them in training: DiffAugment-shifted when ``augment`` is set."""
+        return translate(x) if getattr(self.config, "augment", False) else x
+
     def training_critic(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        """``critic`` as training calls it: on DiffAugment-shifted images when ``augment`` is set."""
-        return self.critic(translate(x) if getattr(self.config, "augment", False) else x, labels)
+        """``critic`` as training calls it, on ``augmented`` images."""
+        return self.critic(self.augmented(x), labels)
 
     def d_parameters(self) -> list[nn.Parameter]:
         """Everything D's optimizer trains (the discriminator and cgan's D-side embedding)."""
@@ -271,12 +296,18 @@ class GAN(GenerativeModel):
         opt_d, opt_g = optimizers
         d_params, g_params = self.d_parameters(), self.g_parameters()
         scalars: dict[str, float] = {}
+        r1_gamma = self.config.r1_gamma
         for _ in range(self.config.d_steps):
             with torch.no_grad():
                 fake = self.generate(torch.randn(x.shape[0], self.config.noise_dim, device=x.device), labels)
             with tools.autocast():
-                real_out, fake_out = self.training_critic(real, labels), self.training_critic(fake, labels)
+                real_in = self.augmented(real).requires_grad_(r1_gamma > 0)  # R1 differentiates D at these
+                real_out, fake_out = self.critic(real_in, labels), self.training_critic(fake, labels)
                 d_loss = self.loss.d_loss_fn(real_out, fake_out)
+                if r1_gamma > 0:
+                    r1 = r1_penalty(real_out, real_in)
+                    d_loss = d_loss + r1_gamma / 2 * r1
+                    scalars["r1"] = r1.item()
                 if self.loss.gradient_penalty:
                     gp = gradient_penalty(lambda im: self.critic(im, labels), real, fake)
                     d_loss = d_loss + self.config.gp_weight * gp
@@ -381,8 +412,8 @@ class DCGAN(GAN):
         c = self.config
         in_dim, in_channels = (c.noise_dim + c.embed_dim, 2) if self.conditional else (c.noise_dim, 1)
         sigmoid = c.d_output == "sigmoid"
-        d = (ProjectionDiscriminator(c.d_width, c.num_classes, c.spectral_norm, sigmoid) if self.projection
-             else conv_discriminator(in_channels, c.d_width, c.spectral_norm, sigmoid))
+        d = (ProjectionDiscriminator(c.d_width, c.num_classes, c.spectral_norm, sigmoid, c.d_dropout) if self.projection
+             else conv_discriminator(in_channels, c.d_width, c.spectral_norm, sigmoid, c.d_dropout, c.minibatch_std))
         return conv_generator(in_dim, c.g_width, c.g_convs), d
 
 
