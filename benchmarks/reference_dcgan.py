@@ -7,13 +7,16 @@ with BatchNorm + LeakyReLU between; D = Conv 64 -> Conv 128 (5x5, stride 2, Leak
 beta1 = 0.5 and batch 64, for the same number of steps as the shipped checkpoint, through the
 same genlib Trainer and optimisation step; then both are scored by genlib.scoring.
 
-    python -m benchmarks.reference_dcgan [--shipped dcgan-mnist] [--steps N]
+    python -m benchmarks.reference_dcgan [--shipped dcgan-mnist] [--steps N] [--reuse-reference]
 
-Writes benchmarks/reference_dcgan.md (+ .png of the reference's samples) and prints the table.
+Writes benchmarks/reference_dcgan.md (+ .png of the reference's samples, + .json of its scores) and
+prints the table. The reference takes about 23 minutes on one core; ``--reuse-reference`` scores a
+new shipped checkpoint against the stored .json instead of retraining it (same steps required).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -55,27 +58,45 @@ class TutorialDCGAN(GAN):
         return g, d
 
 
+def train_reference(steps: int, seed: int = 0) -> dict:
+    """Train the tutorial DCGAN for ``steps`` steps of batch 64; its model, scores and wall-clock seconds."""
+    split = mnist()
+    torch.manual_seed(seed)
+    ref = TutorialDCGAN(TutorialConfig(noise_dim=100))
+    per_epoch = split.train_images.shape[0] // 64
+    train = TrainConfig(epochs=math.ceil(steps / per_epoch), batch_size=64, lr=2e-4, max_steps=steps, seed=seed)
+    start = time.perf_counter()
+    Trainer(train).fit(ref, split.train_images, split.train_labels)
+    seconds = time.perf_counter() - start
+    return {"model": ref, "steps": steps, "seed": seed, "seconds": round(seconds, 1), "metrics": evaluate(ref)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shipped", default="dcgan-mnist")
     parser.add_argument("--steps", type=int, default=0, help="default: the shipped checkpoint's train_steps")
     parser.add_argument("--out", default=str(Path(__file__).with_name("reference_dcgan.md")))
+    parser.add_argument("--seed", type=int, default=0, help="the reference's training seed")
+    parser.add_argument("--reuse-reference", action="store_true",
+                        help="score against the reference stored in the .json beside --out instead of retraining it")
     args = parser.parse_args()
 
     shipped, info = load_model(args.shipped)
     steps = args.steps or int(info.metrics["train_steps"])
-    split = mnist()
-    torch.manual_seed(0)
-    ref = TutorialDCGAN(TutorialConfig(noise_dim=100))
-    per_epoch = split.train_images.shape[0] // 64
-    train = TrainConfig(epochs=math.ceil(steps / per_epoch), batch_size=64, lr=2e-4, max_steps=steps, seed=0)
-    start = time.perf_counter()
-    Trainer(train).fit(ref, split.train_images, split.train_labels)
-    ref_seconds = time.perf_counter() - start
-    rows = [("reference: TF tutorial DCGAN", evaluate(ref), ref_seconds, steps),
-            (f"shipped `{info.name}`", evaluate(shipped), info.metrics.get("train_seconds"), info.metrics["train_steps"])]
     out = Path(args.out)
-    out.with_suffix(".png").write_bytes(grid_png(ref.sample(64, generator=torch.Generator().manual_seed(0))))
+    stored = out.with_suffix(".json")
+    if args.reuse_reference:
+        reference = json.loads(stored.read_text())
+        if (reference["steps"], reference.get("seed", 0)) != (steps, args.seed):
+            raise SystemExit(f"{stored} holds a reference trained for {reference['steps']} steps with seed "
+                             f"{reference.get('seed', 0)}, not {steps} steps with seed {args.seed}")
+    else:
+        reference = train_reference(steps, args.seed)
+        out.with_suffix(".png").write_bytes(grid_png(reference.pop("model").sample(
+            64, generator=torch.Generator().manual_seed(0))))
+        stored.write_text(json.dumps(reference, indent=2))
+    rows = [(f"reference: TF tutorial DCGAN (seed {args.seed})", reference["metrics"], reference["seconds"], steps),
+            (f"shipped `{info.name}`", evaluate(shipped), info.metrics.get("train_seconds"), info.metrics["train_steps"])]
     lines = ["| model | Fréchet distance ↓ | KID ↓ | precision ↑ | recall ↑ | parameters | train steps | train s |",
              "|---|---|---|---|---|---|---|---|"]
     for name, m, secs, n in rows:
