@@ -41,16 +41,24 @@ def conv_generator(in_dim: int, w: int, convs: int = 0) -> nn.Sequential:
                          nn.ReLU(), *_refine(w, convs), nn.ConvTranspose2d(w, 1, 4, 2, 1), nn.Tanh())
 
 
-def conv_features(in_channels: int, w: int, sn: bool, dropout: float = 0.0) -> nn.Sequential:
-    """images (B,in_channels,28,28) -> D's features (B,2w*49); no BatchNorm; ``dropout`` after each conv.
+def conv_features(in_channels: int, w: int, sn: bool, dropout: float = 0.0, minibatch_std: bool = False
+                  ) -> nn.Sequential:
+    """images (B,in_channels,28,28) -> D's features (B,feature_size(w, minibatch_std)); no BatchNorm.
 
-    Dropout layers exist only when ``dropout`` > 0, so checkpoints saved without them keep their layer names.
+    ``dropout`` follows each conv; ``minibatch_std`` appends a MinibatchStd map at 7x7. Those layers
+    exist only when asked for, so checkpoints saved without them keep their layer names.
     """
     def drop() -> list[nn.Module]:
         return [nn.Dropout(dropout)] if dropout > 0 else []
 
     return nn.Sequential(_sn(nn.Conv2d(in_channels, w, 4, 2, 1), sn), nn.LeakyReLU(0.2), *drop(),
-                         _sn(nn.Conv2d(w, 2 * w, 4, 2, 1), sn), nn.LeakyReLU(0.2), *drop(), nn.Flatten())
+                         _sn(nn.Conv2d(w, 2 * w, 4, 2, 1), sn), nn.LeakyReLU(0.2), *drop(),
+                         *([MinibatchStd()] if minibatch_std else []), nn.Flatten())
+
+
+def feature_size(w: int, minibatch_std: bool) -> int:
+    """Width of ``conv_features``' output: 2w maps (+1 with minibatch std) of 7x7."""
+    return (2 * w + minibatch_std) * 49
 
 
 class MinibatchStd(nn.Module):
@@ -68,22 +76,21 @@ class MinibatchStd(nn.Module):
 
 def conv_discriminator(in_channels: int, w: int, sn: bool, sigmoid: bool, dropout: float = 0.0,
                        minibatch_std: bool = False) -> nn.Sequential:
-    """images (B,in_channels,28,28) -> scores (B,1); ``minibatch_std`` adds a map at 7x7, before the last layer."""
-    features = list(conv_features(in_channels, w, sn, dropout))  # ends in Flatten
-    if minibatch_std:
-        features.insert(-1, MinibatchStd())
-    return nn.Sequential(*features, _sn(nn.Linear((2 * w + minibatch_std) * 49, 1), sn),
-                         nn.Sigmoid() if sigmoid else nn.Identity())
+    """images (B,in_channels,28,28) -> scores (B,1)."""
+    return nn.Sequential(*conv_features(in_channels, w, sn, dropout, minibatch_std),
+                         _sn(nn.Linear(feature_size(w, minibatch_std), 1), sn), nn.Sigmoid() if sigmoid else nn.Identity())
 
 
 class ProjectionDiscriminator(nn.Module):
     """D(x, y) = psi(phi(x)) + <embed(y), phi(x)>: the class enters as an inner product with D's features."""
 
-    def __init__(self, w: int, num_classes: int, sn: bool, sigmoid: bool, dropout: float = 0.0):
+    def __init__(self, w: int, num_classes: int, sn: bool, sigmoid: bool, dropout: float = 0.0,
+                 minibatch_std: bool = False):
         super().__init__()
-        self.features = conv_features(1, w, sn, dropout)                      # (B,1,28,28) -> (B,F), F = 2w*49
-        self.head = _sn(nn.Linear(2 * w * 49, 1), sn)                # (B,F) -> (B,1)
-        self.class_embed = _sn(nn.Embedding(num_classes, 2 * w * 49), sn)  # y (B,) -> (B,F)
+        size = feature_size(w, minibatch_std)
+        self.features = conv_features(1, w, sn, dropout, minibatch_std)  # (B,1,28,28) -> (B,F), F = size
+        self.head = _sn(nn.Linear(size, 1), sn)                          # (B,F) -> (B,1)
+        self.class_embed = _sn(nn.Embedding(num_classes, size), sn)      # y (B,) -> (B,F)
         self.out = nn.Sigmoid() if sigmoid else nn.Identity()
 
     def forward(self, x: Tensor, labels: Tensor) -> Tensor:

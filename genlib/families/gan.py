@@ -215,11 +215,6 @@ class CGANConfig(DCGANConfig):
     # only labelled images: the faces have no classes to condition on
     dataset: str = setting("mnist", "training images: MNIST digits, the classes it conditions on", choices=("mnist",))
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.minibatch_std and self.d_conditioning == "projection":
-            raise ConfigError("minibatch_std works with the plane discriminator only; set d_conditioning='plane'")
-
 
 # -- the model ---------------------------------------------------------------------------------------
 class GAN(GenerativeModel):
@@ -412,8 +407,9 @@ class DCGAN(GAN):
         c = self.config
         in_dim, in_channels = (c.noise_dim + c.embed_dim, 2) if self.conditional else (c.noise_dim, 1)
         sigmoid = c.d_output == "sigmoid"
-        d = (ProjectionDiscriminator(c.d_width, c.num_classes, c.spectral_norm, sigmoid, c.d_dropout) if self.projection
-             else conv_discriminator(in_channels, c.d_width, c.spectral_norm, sigmoid, c.d_dropout, c.minibatch_std))
+        d_options = (c.spectral_norm, sigmoid, c.d_dropout, c.minibatch_std)
+        d = (ProjectionDiscriminator(c.d_width, c.num_classes, *d_options) if self.projection
+             else conv_discriminator(in_channels, c.d_width, *d_options))
         return conv_generator(in_dim, c.g_width, c.g_convs), d
 
 
