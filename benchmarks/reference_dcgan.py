@@ -7,11 +7,11 @@ with BatchNorm + LeakyReLU between; D = Conv 64 -> Conv 128 (5x5, stride 2, Leak
 beta1 = 0.5 and batch 64, for the same number of steps as the shipped checkpoint, through the
 same genlib Trainer and optimisation step; then both are scored by genlib.scoring.
 
-    python -m benchmarks.reference_dcgan [--shipped dcgan-mnist] [--steps N] [--reuse-reference]
+    python -m benchmarks.reference_dcgan [--shipped dcgan-mnist] [--steps N] [--seed S] [--reuse-reference]
 
 Writes benchmarks/reference_dcgan.md (+ .png of the reference's samples, + .json of its scores) and
 prints the table. The reference takes about 23 minutes on one core; ``--reuse-reference`` scores a
-new shipped checkpoint against the stored .json instead of retraining it (same steps required).
+new shipped checkpoint against the stored .json instead of retraining it (same steps and seed required).
 """
 from __future__ import annotations
 
@@ -95,8 +95,10 @@ def main() -> None:
         out.with_suffix(".png").write_bytes(grid_png(reference.pop("model").sample(
             64, generator=torch.Generator().manual_seed(0))))
         stored.write_text(json.dumps(reference, indent=2))
-    rows = [(f"reference: TF tutorial DCGAN (seed {args.seed})", reference["metrics"], reference["seconds"], steps),
-            (f"shipped `{info.name}`", evaluate(shipped), info.metrics.get("train_seconds"), info.metrics["train_steps"])]
+    rows = [(f"reference: TF tutorial DCGAN (seed {args.seed})", reference["metrics"],
+             reference["seconds"], steps),
+            (f"shipped `{info.name}`", evaluate(shipped), info.metrics.get("train_seconds"),
+             info.metrics["train_steps"])]
     lines = ["| model | Fréchet distance ↓ | KID ↓ | precision ↑ | recall ↑ | parameters | train steps | train s |",
              "|---|---|---|---|---|---|---|---|"]
     for name, m, secs, n in rows:

@@ -78,7 +78,8 @@ def conv_discriminator(in_channels: int, w: int, sn: bool, sigmoid: bool, dropou
                        minibatch_std: bool = False) -> nn.Sequential:
     """images (B,in_channels,28,28) -> scores (B,1)."""
     return nn.Sequential(*conv_features(in_channels, w, sn, dropout, minibatch_std),
-                         _sn(nn.Linear(feature_size(w, minibatch_std), 1), sn), nn.Sigmoid() if sigmoid else nn.Identity())
+                         _sn(nn.Linear(feature_size(w, minibatch_std), 1), sn),
+                         nn.Sigmoid() if sigmoid else nn.Identity())
 
 
 class ProjectionDiscriminator(nn.Module):

@@ -16,9 +16,9 @@ import torch
 import genlib
 from genlib import ConfigError, TrainConfig, Trainer, TrainingDiverged
 from genlib.data import mnist, training_set
+from genlib.families.gan import (D_WIN_STEPS, LOSS_NAMES, LOSSES, DWinDetector, gradient_penalty, r1_penalty,
+                                 slerp, translate)
 from genlib.gan_networks import MinibatchStd
-from genlib.families.gan import (D_WIN_STEPS, LOSS_NAMES, LOSSES, DWinDetector, gradient_penalty, r1_penalty, slerp,
-                                 translate)
 from genlib.model import StepTools
 from genlib.runs import save_run, train_run
 from genlib.training import TrainResult
@@ -358,7 +358,8 @@ def test_minibatch_std_tells_a_collapsed_batch_from_a_varied_one():
     assert out_collapsed[:, 3].max() < 1e-3 < out_varied[:, 3].min()
 
 
-@pytest.mark.parametrize("family, overrides", [("dcgan", {}), ("cgan", {}), ("cgan", {"d_conditioning": "projection"})])
+@pytest.mark.parametrize("family, overrides",
+                         [("dcgan", {}), ("cgan", {}), ("cgan", {"d_conditioning": "projection"})])
 def test_minibatch_std_discriminator_sees_the_extra_map(family, overrides, core_tiny_model):
     model = core_tiny_model(family, minibatch_std=True, **overrides)
     assert any(isinstance(m, MinibatchStd) for m in model.discriminator.modules())
