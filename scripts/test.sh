@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: install the test extras (and Debian's Chromium for the browser
 # tests when it is missing), then run the whole suite. Extra arguments go to pytest.
+# Uses whichever `python` is first on PATH: your activated virtual environment, or the fresh one
+# that .ci/run makes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
@@ -14,4 +16,5 @@ if ! command -v chromium >/dev/null 2>&1 && [ -z "${GENLIB_CHROMIUM:-}" ]; then
     exit 1
   fi
 fi
+echo "== testing with $(python -c 'import sys; print(sys.executable)'), $(python -m pytest --version 2>&1)"
 python -m pytest "$@"
