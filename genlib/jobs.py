@@ -8,9 +8,9 @@ before every step, so a job stops within one step (well under a second here).
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
-import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from genlib.checkpoints import runs_dir
 from genlib.config import Config, TrainConfig
 from genlib.images import to_grid
 from genlib.model import GenerativeModel
+from genlib.tasks import plain_error
 from genlib.training import Progress, TrainingDiverged
 
 MAX_RUNNING_JOBS = 2  # a 2-core machine gains nothing from more
@@ -59,6 +60,7 @@ class JobSnapshot:
     message: str
     result_path: Path | None
     snapshots: list[PreviewSnapshot] = field(default_factory=list)  # oldest first
+    family: str = ""                 # the family being trained (a page names it beside the form)
 
     @property
     def preview(self) -> np.ndarray | None:
@@ -108,7 +110,7 @@ class Job:
             return JobSnapshot(self.id, self.title, self.status, self.step, self.total_steps,
                                time.perf_counter() - self.started if self.started else 0.0, self.eta_s,
                                list(self.history), self.message,
-                               self.result_path, list(self.snapshots))
+                               self.result_path, list(self.snapshots), self.family)
 
     def wait(self, timeout: float | None = None) -> JobSnapshot:
         if self._thread:
@@ -160,8 +162,9 @@ class Job:
         except TrainingDiverged as err:
             path, status, message = None, "failed", f"training diverged: {err}. Nothing was saved."
         except Exception as err:  # the worker must never die silently: report it to the page
-            path, status, message = None, "failed", f"{type(err).__name__}: {err}"
-            traceback.print_exc()
+            # Plain words for the page; the traceback (with the error's class) goes to the log.
+            path, status, message = None, "failed", plain_error(err)
+            logging.getLogger(__name__).exception("training job %s (%s) failed", self.id, self.family)
         with self._lock:
             self.status, self.message, self.result_path = status, message, path
 

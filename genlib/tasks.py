@@ -12,9 +12,9 @@ instead of a second computation. A failed or cancelled task is replaced by a fre
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
-import traceback
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -22,6 +22,24 @@ from typing import Any, Callable
 ReportFn = Callable[[float, str], None]
 TaskFn = Callable[[ReportFn, threading.Event], Any]
 MAX_FINISHED_TASKS = 32  # finished tasks kept for dedupe and polling; their results can be large
+
+
+def plain_error(err: BaseException) -> str:
+    """What went wrong, in words a page can show: the error's own first line, never its class name.
+
+    An OSError gives its reason and file ("no space left on device: runs/x"), a MemoryError says
+    so, and an error without text gets a sentence pointing at the server log, where the caller
+    logs the traceback.
+    """
+    if isinstance(err, MemoryError):
+        return "the machine ran out of memory"
+    if isinstance(err, OSError) and err.strerror:
+        reason = err.strerror[0].lower() + err.strerror[1:]
+        return f"{reason}: {err.filename}" if err.filename else reason
+    line = (str(err).strip().splitlines() or [""])[0]
+    if isinstance(err, KeyError) and line:
+        return f"an expected entry is missing: {line}"
+    return line or "an unexpected error stopped it (the server log has the details)"
 
 
 class TaskCancelled(Exception):
@@ -36,9 +54,9 @@ class TaskSnapshot:
     key: str
     status: str          # "running" | "done" | "failed" | "cancelled"
     fraction: float      # 0..1, as last reported
-    message: str
+    message: str         # for the page: progress, or what went wrong in plain words
     result: Any          # fn's return value once status is "done", else None
-    error: str | None    # one line for "failed"
+    error: str | None    # "failed" only: one technical line (the error's class and text) for logs and tests
     started: float       # time.time() when the thread started
     seconds: float       # elapsed so far; frozen when the task ends
 
@@ -92,10 +110,11 @@ class Task:
             outcome = ("done", 1.0, "done", result, None)
         except TaskCancelled as err:
             outcome = ("cancelled", self._fraction, str(err), None, None)
-        except Exception as err:  # the thread must never die silently: the page shows this line
+        except Exception as err:  # the thread must never die silently: the page shows the message
+            # The class name is for whoever reads the log, not for the page's reader.
             error = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
-            traceback.print_exc()
-            outcome = ("failed", self._fraction, error, None, error)
+            logging.getLogger(__name__).exception("task %s (%s) failed", self.id, self.key)
+            outcome = ("failed", self._fraction, plain_error(err), None, error)
         with self._lock:
             self._status, self._fraction, self._message, self._result, self._error = outcome
             self._ended = time.time()

@@ -17,6 +17,7 @@ model's own generator, so two sessions with the same seed make the same pictures
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 
 from genlib.config import Config, setting
 from genlib.families.gan import LOSS_NAMES, LOSSES, gradient_penalty
+from genlib.tasks import plain_error
 from genlib.training import TrainingDiverged
 
 GAUSSIAN_MEAN = (1.0, -0.5)  # the "gaussian" distribution: a known target for tests and newcomers
@@ -353,7 +355,9 @@ class ToySession:
                 except TrainingDiverged as err:
                     self.status, self.message = "failed", f"training diverged: {err}"
                 except Exception as err:  # never die silently: the page shows the message
-                    self.status, self.message = "failed", f"{type(err).__name__}: {err}"
+                    # Plain words for the page; the traceback (with the error's class) goes to the log.
+                    self.status, self.message = "failed", plain_error(err)
+                    logging.getLogger(__name__).exception("toy session %s failed", self.id)
             time.sleep(TICK_SLEEP_S)
 
 

@@ -122,6 +122,15 @@ def test_upload_refuses_random_bytes():
         load_upload(random.Random(0).randbytes(5000))
 
 
+@pytest.mark.parametrize("payload", [random.Random(1).randbytes(300), b"GIF89a" + bytes(40)])
+def test_an_unreadable_upload_is_explained_in_words_not_an_exception_name(payload):
+    with pytest.raises(UploadError) as refused:
+        load_upload(payload)
+    message = str(refused.value)
+    assert message.startswith("this file is not a readable image") and "PNG or JPG" in message
+    assert "Error" not in message and "(" + "Unidentified" not in message  # no class name of PIL's
+
+
 def test_upload_refuses_too_many_bytes():
     with pytest.raises(UploadError, match="the limit is 5 MB"):
         load_upload(b"\0" * (MAX_UPLOAD_BYTES + 1))

@@ -146,4 +146,21 @@ def test_a_failure_in_the_worker_is_reported_not_swallowed(core_tiny_config, tmp
     job.cancel()  # cancelled runs are saved too: the save is what fails
     final = job.wait(30)
     assert final.status == "failed" and final.result_path is None
-    assert final.message and "Error" in final.message
+    # The page shows this message: the reason in words and the file, never an exception's class name.
+    assert str(blocker) in final.message and "Error" not in final.message, final.message
+    assert final.family == "ae"
+
+
+@pytest.mark.parametrize("err, expected", [
+    (FileExistsError(17, "File exists", "/runs/x"), "file exists: /runs/x"),
+    (OSError(28, "No space left on device"), "no space left on device"),
+    (MemoryError(), "the machine ran out of memory"),
+    (ValueError("steps must be positive\nsecond line"), "steps must be positive"),
+    (KeyError("latent_dim"), "an expected entry is missing: 'latent_dim'"),
+    (RuntimeError(), "an unexpected error stopped it (the server log has the details)"),
+])
+def test_plain_error_names_the_problem_without_the_class(err, expected):
+    from genlib.tasks import plain_error
+
+    assert plain_error(err) == expected
+    assert type(err).__name__ not in plain_error(err)

@@ -177,6 +177,17 @@ def test_session_finishes_at_max_steps_and_fails_on_nan(toy_sessions):
     assert "nan" in bad.snapshot().message and "learning rate" in bad.snapshot().message
 
 
+def test_an_unexpected_failure_is_reported_in_words(toy_sessions):
+    session = start_toy_session(ToyConfig(num_points=32), run=False)
+    toy_sessions.append(session)
+    first = session.model.discriminator[0]  # a D that expects 3-D points: the first 2-D batch fails in torch
+    session.model.discriminator[0] = torch.nn.Linear(3, first.out_features)
+    session.start()
+    assert _wait_for(lambda: session.status == "failed")  # (a snapshot would fail too: it asks this D)
+    message = session.message
+    assert "mat1 and mat2" in message and "RuntimeError" not in message and "Error" not in message
+
+
 def test_running_sessions_are_capped(toy_sessions, monkeypatch):
     monkeypatch.setattr(toy2d, "MAX_RUNNING_TOY_SESSIONS", 1)
     first = start_toy_session(ToyConfig(num_points=16))
