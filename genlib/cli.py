@@ -39,15 +39,38 @@ def _picked(args: argparse.Namespace, config_cls: type[Config]) -> dict[str, Any
             if getattr(args, s["name"], None) is not None}
 
 
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> list[str]:
+    """Lines of a plain-text table: a header row, then ``rows``, every column as wide as its widest
+    cell and two spaces apart; the columns in ``right`` (numbers) are right-aligned."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(f"{cell:>{w}}" if i in right else f"{cell:<{w}}"
+                         for i, (cell, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return [line(headers), *(line(row) for row in rows)]
+
+
+def _number(value: Any) -> str:
+    """A metric for the table: three decimals, or "-" when the checkpoint has not measured it."""
+    return f"{value:.3f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
 def cmd_list(_: argparse.Namespace) -> int:
+    """Print the registered families and every checkpoint, each as an aligned table with a header row.
+
+    Generative models are scored by Fréchet distance (lower is better); the digit classifier that
+    scores them by its test accuracy. The two are different measures, so each has its own column.
+    """
     print("families:")
-    for name, cls in families().items():
-        print(f"  {name:6s} {cls.description}  [{', '.join(sorted(cls.abilities))}]")
+    rows = [(name, cls.description, ", ".join(sorted(cls.abilities)) or "-") for name, cls in families().items()]
+    print("\n".join("  " + line for line in _table(("family", "description", "abilities"), rows)))
     print("checkpoints:")
-    for info in list_checkpoints(include_evaluators=True):
-        fd = info.metrics.get("frechet_distance", info.metrics.get("test_accuracy"))
-        headline = f"{fd:.3f}" if isinstance(fd, float) else "-"
-        print(f"  {info.name:24s} {info.family:16s} {info.origin:8s} {headline:>8s}  {info.path}")
+    rows = [(info.name, info.family, info.origin, _number(info.metrics.get("frechet_distance")),
+             _number(info.metrics.get("test_accuracy")), str(info.path))
+            for info in list_checkpoints(include_evaluators=True)]
+    print("\n".join("  " + line for line in _table(("name", "family", "origin", "FD ↓", "accuracy", "path"),
+                                                     rows, right=(3, 4))))
     return 0
 
 

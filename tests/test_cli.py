@@ -171,6 +171,41 @@ def test_list_shows_families_and_checkpoints(core_cli_calls, core_cli_runs):
     assert lines["cli-vae"][3] == f"{fd:.3f}"
 
 
+def test_list_prints_aligned_tables_with_separate_fd_and_accuracy_columns(capsys, monkeypatch, core_runs_dir):
+    monkeypatch.delenv("GENLIB_CHECKPOINTS", raising=False)  # the shipped checkpoints, evaluator included
+    assert _main("list") == 0
+    families_part, checkpoints_part = capsys.readouterr().out.split("checkpoints:\n")
+
+    family_lines = families_part.splitlines()[1:]
+    assert family_lines[0].split() == ["family", "description", "abilities"]
+    column = family_lines[0].index("description")
+    for line, (name, cls) in zip(family_lines[1:], genlib.families().items(), strict=True):
+        assert line.startswith(f"  {name} ") and line[column:].startswith(cls.description)
+
+    header, *rows = checkpoints_part.rstrip("\n").splitlines()
+    assert header.split() == ["name", "family", "origin", "FD", "↓", "accuracy", "path"]
+    starts = {name: header.index(name) for name in ("family", "origin", "path")}
+    fd_end, accuracy_end = header.index("FD ↓") + len("FD ↓"), header.index("accuracy") + len("accuracy")
+    infos = {info.name: info for info in genlib.list_checkpoints(include_evaluators=True)}
+    assert sorted(row.split()[0] for row in rows) == sorted(infos)
+    for row in rows:
+        info = infos[row.split()[0]]
+        # Left-aligned columns start under their header, the numbers end under theirs.
+        assert row[starts["family"]:].startswith(info.family + " ")
+        assert row[starts["origin"]:].startswith(info.origin + " ")
+        assert row[starts["path"]:] == str(info.path)
+        fd, accuracy = row[:fd_end].split()[-1], row[:accuracy_end].split()[-1]
+        expected_fd = info.metrics.get("frechet_distance")
+        expected_accuracy = info.metrics.get("test_accuracy")
+        assert fd == (f"{expected_fd:.3f}" if expected_fd is not None else "-"), row
+        assert accuracy == (f"{expected_accuracy:.3f}" if expected_accuracy is not None else "-"), row
+    # The classifier's accuracy never lands in the Fréchet distance column, nor a model's FD in accuracy.
+    classifier = next(row for row in rows if row.split()[0] == "digit-classifier")
+    assert classifier[:fd_end].split()[-1] == "-" and float(classifier[:accuracy_end].split()[-1]) > 0.9
+    vae = next(row for row in rows if row.split()[0] == "vae-mnist")
+    assert float(vae[:fd_end].split()[-1]) > 1 and vae[:accuracy_end].split()[-1] == "-"
+
+
 # -- sample ----------------------------------------------------------------------------------------------
 def test_sample_writes_images_reproducibly(core_cli_calls, core_cli_runs, monkeypatch):
     assert "wrote 7 samples (7, 28, 28) to" in _ok(core_cli_calls["sample"]).stdout
