@@ -1,4 +1,4 @@
-"""``python -m genlib list | train | train-evaluator | sample | eval | compare | steps-quality``.
+"""``python -m genlib list | train | train-evaluator | sample | eval | references | compare | steps-quality``.
 
 Model and training flags for ``train`` are generated from the family's config dataclass, so
 every hyper-parameter the app shows is also a flag here (``--latent-dim 16 --beta 0.5``).
@@ -136,10 +136,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from genlib.checkpoints import resolve, write_extra
-    from genlib.comparison import Evaluator, score_checkpoint
+    from genlib.comparison import Evaluator, score_checkpoint, write_checkpoint_scorecard
     from genlib.evaluation import metrics_dict
 
-    card = score_checkpoint(args.source, Evaluator.load(), num_samples=args.num, seed=args.seed,
+    evaluator = Evaluator.load()
+    card = score_checkpoint(args.source, evaluator, num_samples=args.num, seed=args.seed,
                             progress=_stderr_progress)
     metrics = metrics_dict(card)
     print(json.dumps(metrics, indent=2))
@@ -148,7 +149,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
         old = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
         kept = {k: old[k] for k in ("status", "train_steps", "train_seconds") if k in old}
         write_extra(folder, "metrics.json", json.dumps({**metrics, **kept}, indent=2))
-        print(f"updated {folder / 'metrics.json'}", file=sys.stderr)
+        written = write_checkpoint_scorecard(folder, card, evaluator, num_samples=args.num, seed=args.seed)
+        print(f"updated {folder / 'metrics.json'} and {written.name} (+ .npz)", file=sys.stderr)
+    return 0
+
+
+def cmd_references(args: argparse.Namespace) -> int:
+    from genlib.comparison import Evaluator, references, write_shipped_references
+    from genlib.evaluation import metrics_dict
+
+    evaluator = Evaluator.load()
+    cards = references(evaluator, args.seed, progress=_stderr_progress)
+    print(json.dumps({card.name: metrics_dict(card) for card in cards}, indent=2))
+    if args.write:
+        print(f"wrote {write_shipped_references(evaluator, cards, args.seed)} (+ .npz)", file=sys.stderr)
     return 0
 
 
@@ -227,7 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="checkpoint name, folder or hub id")
     p.add_argument("--num", type=int, default=1000, help="samples to score (default 1000)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--write", action="store_true", help="also store the scores in the checkpoint's metrics.json")
+    p.add_argument("--write", action="store_true",
+                   help="also store the scores in the checkpoint's metrics.json and its full scorecard beside it "
+                        "(scorecard.json + .npz), which the Compare page then shows without scoring")
+    p = sub.add_parser("references", help="score the reference image sets (real, blurred, noisy digits, noise)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--write", action="store_true", help="store them beside the evaluator (references.json + .npz)")
     p = sub.add_parser("compare", help="score checkpoints side by side and write the report folder")
     p.add_argument("sources", nargs="+", help="checkpoint names, folders or hub ids")
     p.add_argument("--out", required=True, help="report folder to write")
@@ -256,7 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "num", 1) < 1 or getattr(args, "num", 1) > 100_000:
             raise ConfigError(f"--num must be between 1 and 100000, got {args.num}")
         return {"list": cmd_list, "train-evaluator": cmd_train_evaluator, "sample": cmd_sample,
-                "eval": cmd_eval, "compare": cmd_compare, "steps-quality": cmd_steps_quality}[args.command](args)
+                "eval": cmd_eval, "references": cmd_references, "compare": cmd_compare,
+                "steps-quality": cmd_steps_quality}[args.command](args)
     except (CheckpointError, ConfigError, UnknownFamilyError, ValueError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,17 +1,24 @@
-"""Compare any set of checkpoints: score each once, cache the scorecard on disk by content.
+"""Compare any set of checkpoints: score each once, store the scorecard by content.
 
 A scorecard is keyed by what determines it: the bytes of the checkpoint's config and weights,
-the evaluator's weights, the sample count, the seed and ``SCORE_VERSION``. So a shipped model is
-scored once per machine, a retrained run under the same name is scored again, and the
-Compare page, ``python -m genlib eval`` and ``python -m genlib compare`` read the same numbers.
-Cache files are JSON plus a NumPy ``.npz`` read with ``allow_pickle=False``: nothing is unpickled.
-Scorecards read once are also kept in memory (shared by the app's sessions; treat them as read-only).
+the evaluator's weights, the sample count, the seed, the device and ``SCORE_VERSION``. A stored
+scorecard is used only under its own key, so a retrained run under the same name is scored again,
+and the Compare page, ``python -m genlib eval`` and ``python -m genlib compare`` read the same numbers.
+
+Where a scorecard is found, first to last: in memory (shared by the app's sessions; treat it as
+read-only), in the score cache (``runs/.cache/scores``), and beside the checkpoint itself
+(``scorecard.json`` + ``.npz``, written by ``python -m genlib eval --write``). Shipped checkpoints
+carry theirs, and the evaluator carries the reference rows, so a fresh clone shows Compare's
+default view without scoring anything. Files are JSON plus a NumPy ``.npz`` read with
+``allow_pickle=False``: nothing is unpickled. What is not stored is scored in a background task
+(``start_scoring``), one model at a time.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -22,10 +29,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from genlib.checkpoints import CheckpointError, load_model, resolve, runs_dir
-from genlib.evaluator import DigitClassifier, load_classifier
-from genlib.scoring import (NUM_EVAL_SAMPLES, SCORE_VERSION, ProgressFn, ReferenceData, Scorecard,
+from genlib.checkpoints import CheckpointError, CheckpointInfo, load_model, resolve, runs_dir, shipped_dir
+from genlib.evaluator import EVALUATOR_NAME, DigitClassifier, load_classifier
+from genlib.registry import families
+from genlib.scoring import (NUM_EVAL_SAMPLES, REFERENCE_SETS, SCORE_VERSION, ProgressFn, ReferenceData, Scorecard,
                             reference_data, reference_scorecards, score_model)
+from genlib.tasks import ReportFn, Task, start_task
 
 
 def score_cache_dir() -> Path:
@@ -38,21 +47,26 @@ _MEMORY_LOCK = threading.Lock()
 MEMORY_ENTRIES = 256
 
 
-def _remember(key: tuple, make: Callable[[], object]) -> object:
+def _remember(key: tuple, make: Callable[[], object], keep: Callable[[object], bool] = lambda value: True,
+              replace: bool = False) -> object:
+    """``make()`` once per key, kept in memory (most recent last); a value ``keep`` refuses (say, a
+    scorecard not stored yet) is returned but not kept, so the next call looks again."""
     with _MEMORY_LOCK:
-        if key in _MEMORY:
+        if key in _MEMORY and not replace:
             _MEMORY.move_to_end(key)
             return _MEMORY[key]
     value = make()  # outside the lock: scoring takes seconds and other sessions must not wait
-    with _MEMORY_LOCK:
-        _MEMORY[key] = value
-        while len(_MEMORY) > MEMORY_ENTRIES:
-            _MEMORY.popitem(last=False)
+    if keep(value):
+        with _MEMORY_LOCK:
+            _MEMORY[key] = value
+            _MEMORY.move_to_end(key)
+            while len(_MEMORY) > MEMORY_ENTRIES:
+                _MEMORY.popitem(last=False)
     return value
 
 
 # Side files written from scores: writing them must not change the checkpoint's identity.
-NOT_FINGERPRINTED = frozenset({"metrics.json", "steps_quality.json"})
+NOT_FINGERPRINTED = frozenset({"metrics.json", "steps_quality.json", "scorecard.json", "references.json"})
 
 
 def _fingerprinted_files(folder: Path) -> list[Path]:
@@ -90,104 +104,262 @@ def module_fingerprint(module: torch.nn.Module) -> str:
 
 
 # -- scorecard files -----------------------------------------------------------------------------------
-def save_scorecard(card: Scorecard, stem: Path) -> None:
-    """Write ``stem``.json and ``stem``.npz (atomically enough: the JSON, written last, marks it complete)."""
+# One JSON (metrics, reasons, closest pairs, and the key it was scored under) plus one NumPy .npz of
+# uint8 images, read with allow_pickle=False. The same format serves the cache and the files shipped
+# beside a checkpoint (scorecard.*) and beside the evaluator (references.*).
+SCORECARD_FILE = "scorecard"    # <checkpoint>/scorecard.json + .npz: its scorecard at the default seed
+REFERENCES_FILE = "references"  # <evaluator>/references.json + .npz: the reference rows at the default seed
+
+
+def save_scorecards(cards: Sequence[Scorecard], stem: Path, key: dict[str, object]) -> None:
+    """Write ``stem``.npz then ``stem``.json; the JSON, written last, marks the pair complete."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {k: v for k, v in (("grid", card.grid), ("closest_images", card.closest_images)) if v is not None}
-    tmp = stem.with_name(stem.name + ".tmp.npz")
+    arrays = {f"{i}_{name}": getattr(card, name) for i, card in enumerate(cards)
+              for name in ("grid", "closest_images") if getattr(card, name) is not None}
+    tmp = stem.with_name(stem.name + f".tmp-{os.getpid()}-{threading.get_ident()}.npz")
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, stem.with_suffix(".npz"))
-    data = {**card.summary(), "grid_nrow": card.grid_nrow, "closest": card.closest}
-    tmp_json = stem.with_name(stem.name + ".tmp.json")
+    data = {"key": key, "cards": [{**card.summary(), "grid_nrow": card.grid_nrow, "closest": card.closest}
+                                  for card in cards]}
+    tmp_json = tmp.with_suffix(".json")
     tmp_json.write_text(json.dumps(data, indent=1))
     os.replace(tmp_json, stem.with_suffix(".json"))
 
 
-def load_scorecard(stem: Path) -> Scorecard | None:
-    """A cached scorecard, or None when it is missing or unreadable (it is then recomputed)."""
+def load_scorecards(stem: Path, key: dict[str, object]) -> list[Scorecard] | None:
+    """The scorecards stored at ``stem``, or None when missing, unreadable, or scored under another key
+    (another checkpoint, evaluator, seed, sample count or scoring version): they are then recomputed."""
     try:
         data = json.loads(stem.with_suffix(".json").read_text())
+        if data.get("key") != json.loads(json.dumps(key)):
+            return None
         with np.load(stem.with_suffix(".npz"), allow_pickle=False) as arrays:
-            grid = arrays["grid"] if "grid" in arrays else None
-            closest_images = arrays["closest_images"] if "closest_images" in arrays else None
-        return Scorecard(data["name"], data["kind"], data["family"], data["metrics"], data["missing"],
-                         data["class_counts"], grid, data["grid_nrow"], data["closest"], closest_images)
-    except (OSError, ValueError, KeyError, TypeError):
+            images = {name: arrays[name] for name in arrays.files}
+        return [Scorecard(c["name"], c["kind"], c["family"], c["metrics"], c["missing"], c["class_counts"],
+                          images.get(f"{i}_grid"), c["grid_nrow"], c["closest"], images.get(f"{i}_closest_images"))
+                for i, c in enumerate(data["cards"])]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-# -- scoring with the cache ------------------------------------------------------------------------------
-@dataclass
+# -- the evaluator ------------------------------------------------------------------------------------
 class Evaluator:
-    """The digit classifier, its fingerprint and its reference data, loaded once."""
+    """The digit classifier and its fingerprint, loaded in milliseconds; its reference data (the
+    training digits' features, seconds of CPU) is computed on first use only, since shipped and
+    cached scorecards need the fingerprint alone."""
 
-    classifier: DigitClassifier
-    fingerprint: str
-    ref: ReferenceData
+    def __init__(self, classifier: DigitClassifier, fingerprint: str, folder: Path):
+        self.classifier, self.fingerprint, self.folder = classifier, fingerprint, folder
+        self._ref: ReferenceData | None = None
+        self._ref_lock = threading.Lock()
 
     @classmethod
     def load(cls, folder: str | Path | None = None) -> "Evaluator":
+        """The shipped digit classifier (or the one in ``folder``)."""
+        folder = Path(folder) if folder else shipped_dir() / EVALUATOR_NAME
         classifier = load_classifier(folder)
-        fingerprint = module_fingerprint(classifier)
-        cached = score_cache_dir() / f"train-features-{fingerprint[:32]}.npy"
+        return cls(classifier, module_fingerprint(classifier), folder)
+
+    @property
+    def ref(self) -> ReferenceData:
+        """The training digits with their features (cached on disk by the evaluator's fingerprint)."""
+        with self._ref_lock:
+            if self._ref is None:
+                self._ref = self._reference_data()
+            return self._ref
+
+    def _reference_data(self) -> ReferenceData:
+        cached = score_cache_dir() / f"train-features-{self.fingerprint[:32]}.npy"
         try:
             features = torch.from_numpy(np.load(cached, allow_pickle=False))
         except (OSError, ValueError):
             features = None
-        ref = reference_data(classifier, features)
+        ref = reference_data(self.classifier, features)
         if features is None:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(cached.name + ".tmp.npy")
+            tmp = cached.with_name(cached.name + f".tmp-{os.getpid()}.npy")
             np.save(tmp, ref.train_features.numpy())
             os.replace(tmp, cached)
-        return cls(classifier, fingerprint, ref)
+        return ref
 
 
-def _stem(*parts: object) -> Path:
-    key = hashlib.sha256(json.dumps([SCORE_VERSION, *map(str, parts)]).encode()).hexdigest()[:32]
-    return score_cache_dir() / key
+# -- scoring with the cache ------------------------------------------------------------------------------
+def _stem(key: dict[str, object]) -> Path:
+    return score_cache_dir() / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def scorecard_key(folder: Path, evaluator: Evaluator, num_samples: int = NUM_EVAL_SAMPLES, seed: int = 0,
+                  device: str = "cpu") -> dict[str, object]:
+    """Everything a checkpoint's scorecard depends on: its content, the evaluator, the request and
+    the scoring code's version. A stored scorecard is used only when its key is this one."""
+    return {"score_version": SCORE_VERSION, "checkpoint": folder_fingerprint(folder),
+            "evaluator": evaluator.fingerprint, "num_samples": num_samples, "seed": seed, "device": str(device)}
+
+
+def is_local(source: str | Path) -> bool:
+    """True when ``source`` names a folder on this machine (a path, a shipped checkpoint or a run),
+    so finding its stored scorecard needs no download."""
+    try:
+        resolve_local(source)
+    except CheckpointError:
+        return False
+    return True
+
+
+def resolve_local(source: str | Path) -> Path:
+    """The folder of a local source; CheckpointError for a hub id or anything else."""
+    text = str(source).strip()
+    if text and not Path(text).expanduser().is_dir() and "/" in text:
+        raise CheckpointError(f"{text} is not a folder on this machine")
+    return resolve(text)[0]
+
+
+def cached_scorecard(source: str | Path, evaluator: Evaluator, *, num_samples: int = NUM_EVAL_SAMPLES,
+                     seed: int = 0, device: str = "cpu") -> Scorecard | None:
+    """The scorecard of a local checkpoint if it was scored before, else None; never scores, never
+    downloads. Looks in memory, then the score cache, then the checkpoint's own scorecard file."""
+    try:
+        folder = resolve_local(source)
+        key = scorecard_key(folder, evaluator, num_samples, seed, device)
+    except (CheckpointError, OSError):
+        return None
+    stem = _stem(key)
+
+    def stored() -> list[Scorecard] | None:
+        return load_scorecards(stem, key) or load_scorecards(folder / SCORECARD_FILE, key)
+
+    cards = _remember(("scorecards", stem), stored, keep=lambda value: value is not None)
+    return dataclasses.replace(cards[0], name=folder.name) if cards else None  # type: ignore[index]
 
 
 def score_checkpoint(source: str | Path, evaluator: Evaluator, *, num_samples: int = NUM_EVAL_SAMPLES,
                      seed: int = 0, device: str = "cpu", progress: ProgressFn | None = None,
                      use_cache: bool = True) -> Scorecard:
-    """The scorecard of a checkpoint (shipped name, run, folder or hub id), from the cache if scored before."""
+    """The scorecard of a checkpoint (shipped name, run, folder or hub id): a stored one when it was
+    scored before under the same key, else scored now and cached."""
     folder, origin = resolve(source)
     name = str(source) if origin == "hub" else folder.name
-    stem = _stem("model", folder_fingerprint(folder), evaluator.fingerprint, num_samples, seed, device)
-    if not use_cache:
-        return _score_and_save(folder, name, stem, evaluator, num_samples, seed, device, progress)
+    key = scorecard_key(folder, evaluator, num_samples, seed, device)
+    stem = _stem(key)
 
-    def from_disk_or_scored() -> Scorecard:
-        card = load_scorecard(stem)
-        return card if card is not None else _score_and_save(folder, name, stem, evaluator, num_samples, seed,
-                                                             device, progress)
+    def stored_or_scored() -> list[Scorecard]:
+        stored = None
+        if use_cache:
+            stored = load_scorecards(stem, key) or load_scorecards(folder / SCORECARD_FILE, key)
+        if stored is not None:
+            return stored
+        with _SCORING_LOCK:  # one model at a time: two on 2 cores would both finish late
+            model, _ = load_model(folder, device=device)
+            card = score_model(model, name, evaluator.ref, num_samples=num_samples, seed=seed, progress=progress)
+        save_scorecards([card], stem, key)
+        return [card]
 
-    card = _remember(("scorecard", stem), from_disk_or_scored)
-    return dataclasses.replace(card, name=name)  # type: ignore[arg-type]
+    if use_cache:
+        cards = _remember(("scorecards", stem), stored_or_scored, keep=lambda value: value is not None)
+    else:
+        cards = stored_or_scored()
+        _remember(("scorecards", stem), lambda: cards, replace=True)
+    return dataclasses.replace(cards[0], name=name)  # type: ignore[index]
 
 
-def _score_and_save(folder: Path, name: str, stem: Path, evaluator: Evaluator, num_samples: int, seed: int,
-                    device: str, progress: ProgressFn | None) -> Scorecard:
-    model, _ = load_model(folder, device=device)
-    card = score_model(model, name, evaluator.ref, num_samples=num_samples, seed=seed, progress=progress)
-    save_scorecard(card, stem)
-    return card
+_SCORING_LOCK = threading.Lock()
 
 
-def references(evaluator: Evaluator, seed: int = 0) -> list[Scorecard]:
-    """The reference rows (cached like models)."""
-    stems = [_stem("reference", i, evaluator.fingerprint, seed) for i in range(4)]
+def write_checkpoint_scorecard(source: str | Path, card: Scorecard, evaluator: Evaluator, *,
+                               num_samples: int = NUM_EVAL_SAMPLES, seed: int = 0, device: str = "cpu") -> Path:
+    """Store ``card`` beside the checkpoint (scorecard.json + .npz), so Compare shows it at once on any
+    machine, a fresh clone included. Returns the JSON's path."""
+    folder = resolve_local(source)
+    save_scorecards([card], folder / SCORECARD_FILE, scorecard_key(folder, evaluator, num_samples, seed, device))
+    return (folder / SCORECARD_FILE).with_suffix(".json")
 
-    def from_disk_or_scored() -> list[Scorecard]:
-        cards = [load_scorecard(s) for s in stems]
-        if any(c is None for c in cards):
-            cards = reference_scorecards(evaluator.ref, seed)
-            for card, stem in zip(cards, stems):
-                save_scorecard(card, stem)
-        return cards  # type: ignore[return-value]
 
-    return list(_remember(("references", *stems), from_disk_or_scored))  # type: ignore[call-overload]
+def _references_key(evaluator: Evaluator, seed: int) -> dict[str, object]:
+    return {"score_version": SCORE_VERSION, "references": list(REFERENCE_SETS), "evaluator": evaluator.fingerprint,
+            "seed": seed}
+
+
+def cached_references(evaluator: Evaluator, seed: int = 0) -> list[Scorecard] | None:
+    """The reference rows if stored (cache, or shipped beside the evaluator), else None; never scores."""
+    key = _references_key(evaluator, seed)
+    stem = _stem(key)
+    return _remember(("references", stem),
+                     lambda: load_scorecards(stem, key) or load_scorecards(evaluator.folder / REFERENCES_FILE, key),
+                     keep=lambda value: value is not None)  # type: ignore[return-value]
+
+
+def references(evaluator: Evaluator, seed: int = 0, progress: ProgressFn | None = None) -> list[Scorecard]:
+    """The reference rows: stored ones, else scored now (seconds) and cached."""
+    key = _references_key(evaluator, seed)
+
+    def scored() -> list[Scorecard]:
+        if progress:
+            progress(0.0, "scoring the reference sets")
+        cards = reference_scorecards(evaluator.ref, seed)
+        save_scorecards(cards, _stem(key), key)
+        return cards
+
+    found = cached_references(evaluator, seed)
+    return list(found if found is not None else _remember(("references", _stem(key)), scored))
+
+
+def write_shipped_references(evaluator: Evaluator, cards: Sequence[Scorecard], seed: int = 0) -> Path:
+    """Store the reference rows of ``seed`` beside the evaluator (references.json + .npz)."""
+    save_scorecards(cards, evaluator.folder / REFERENCES_FILE, _references_key(evaluator, seed))
+    return (evaluator.folder / REFERENCES_FILE).with_suffix(".json")
+
+
+# -- what to compare ------------------------------------------------------------------------------------
+def default_selection(infos: Sequence[CheckpointInfo]) -> list[str]:
+    """One shipped checkpoint per family group (autoencoders, GANs, diffusion, ...): its
+    unconditional model with the lowest stored Fréchet distance, so the default view compares the
+    families on equal terms. Conditional models stand in only where a package has nothing else."""
+    registered = families()
+
+    def rank(info: CheckpointInfo) -> tuple[bool, float]:
+        fd = info.metrics.get("frechet_distance")
+        return (registered[info.family].conditional, float(fd) if isinstance(fd, (int, float)) else math.inf)
+
+    groups: dict[str, list[CheckpointInfo]] = {}
+    for info in infos:
+        if info.origin == "shipped" and info.family in registered:
+            cls = registered[info.family]
+            groups.setdefault(cls.group or cls.__module__, []).append(info)
+    return [min(group, key=rank).name for group in groups.values()]
+
+
+@dataclass(frozen=True)
+class ScoringFailure:
+    """What a background scoring task returns when the checkpoint cannot be scored: the reason in words."""
+
+    message: str
+
+
+# -- scoring in the background -------------------------------------------------------------------------
+def start_scoring(source: str | Path, evaluator: Evaluator, *, num_samples: int = NUM_EVAL_SAMPLES,
+                  seed: int = 0, device: str = "cpu") -> Task:
+    """Score a checkpoint in a background task (shared by every session asking for the same thing);
+    the task's result is the Scorecard, or a ScoringFailure saying why there is none. Poll it with
+    ``Task.snapshot()``; ``Task.cancel()`` stops it at its next progress report."""
+    def run(report: ReportFn, _cancel: threading.Event) -> Scorecard | ScoringFailure:
+        report(0.0, "waiting for another model's scoring" if _SCORING_LOCK.locked() else "loading")
+        try:
+            return score_checkpoint(source, evaluator, num_samples=num_samples, seed=seed, device=device,
+                                    progress=report)
+        except (CheckpointError, ValueError, RuntimeError, OSError) as err:  # a bad source, said in words
+            return ScoringFailure(str(err))
+
+    try:  # a local checkpoint's task is keyed by its content: a retrained run is scored again
+        content = folder_fingerprint(resolve_local(source))
+    except (CheckpointError, OSError):
+        content = "remote"
+    return start_task(f"score:{source}:{content}:{evaluator.fingerprint[:16]}:{num_samples}:{seed}:{device}", run)
+
+
+def start_references(evaluator: Evaluator, seed: int = 0) -> Task:
+    """Score the reference rows of ``seed`` in a background task; its result is the list of Scorecards."""
+    return start_task(f"references:{evaluator.fingerprint[:16]}:{seed}",
+                      lambda report, _cancel: references(evaluator, seed, progress=report))
 
 
 @dataclass

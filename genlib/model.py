@@ -50,6 +50,10 @@ class GenerativeModel(nn.Module):
     abilities: ClassVar[frozenset[str]] = frozenset()
     conditional: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    # The family's group and the app page that drives it (a path from the repo root); Home groups
+    # the shipped models by ``group`` and links each group to its page.
+    group: ClassVar[str] = ""
+    page: ClassVar[str] = ""
 
     def __init__(self, config: ModelConfig):
         super().__init__()

@@ -71,6 +71,22 @@ METRICS: tuple[MetricSpec, ...] = (
                "{:.3g}"),
 )
 METRIC_BY_KEY = {m.key: m for m in METRICS}
+# The other entries of a metrics.json, named for people.
+_OTHER_LABELS = {"kid_std": "KID standard deviation", "nn_train_distance_min": "NN distance to train (closest)",
+                 "likelihood": "bits/dim is", "num_samples": "samples scored", "seed": "seed", "device": "device",
+                 "evaluator": "evaluator", "status": "status", "train_steps": "training steps",
+                 "train_seconds": "training time (s)", "test_accuracy": "test accuracy ↑", "epochs": "epochs",
+                 "note": "note"}
+
+
+def metric_title(key: str, likelihood: str | None = None) -> str:
+    """The display name of a metrics.json entry, with its unit and better direction
+    ("Fréchet distance ↓"); bits/dim says when it is only an upper bound."""
+    if key == "bits_per_dim" and likelihood == "bound":
+        return METRIC_BY_KEY[key].title + " (upper bound)"
+    if key in METRIC_BY_KEY:
+        return METRIC_BY_KEY[key].title
+    return _OTHER_LABELS.get(key, key.replace("_", " "))
 
 
 @dataclass

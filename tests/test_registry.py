@@ -93,3 +93,13 @@ def test_public_entry_points():
     for name in genlib.__all__:
         assert hasattr(genlib, name), name
     assert callable(genlib.families)
+
+
+def test_every_family_names_its_group_and_an_existing_page():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    for name, cls in genlib.families().items():
+        assert cls.group, f"{name} has no group (Home and Compare group models by it)"
+        assert cls.page and (root / cls.page).is_file(), f"{name}'s page {cls.page!r} does not exist"
+        assert cls.page in (root / "streamlit_app.py").read_text(), f"{cls.page} is not in the app's navigation"

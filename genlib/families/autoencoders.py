@@ -86,6 +86,8 @@ class _Decoder(nn.Module):
 class Autoencoder(GenerativeModel):
     """A deterministic autoencoder. It samples by drawing z from a Gaussian fitted to the
     training codes after training (a plain AE has no prior of its own)."""
+    group = "Autoencoders"
+    page = "pages/autoencoders.py"
 
     Config = AEConfig
     abilities = frozenset({"encode", "decode", "reconstruct"})

@@ -135,6 +135,8 @@ def _public(config: dict) -> dict[str, Any]:
 @register("diffusion")
 class DiffusionModel(GenerativeModel):
     """A DDPM-style diffusion model: a UNet2DModel trained to undo Gaussian noise."""
+    group = "Diffusion"
+    page = "pages/diffusion.py"
 
     Config = DiffusionConfig
     abilities = frozenset({"log_likelihood", "attention_maps"})

@@ -219,6 +219,8 @@ class CGANConfig(DCGANConfig):
 # -- the model ---------------------------------------------------------------------------------------
 class GAN(GenerativeModel):
     """Base of the GAN families: subclasses only ``build`` the generator and discriminator."""
+    group = "GANs"
+    page = "pages/gans.py"
 
     Config = GANConfig
 
