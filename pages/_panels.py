@@ -16,6 +16,7 @@ from genlib.checkpoints import WEIGHTS_FILE
 from genlib.images import grid_png
 from genlib.jobs import JobLimitError, get_job, start_training_job
 from genlib.runs import preview_samples
+from genlib.scoring import METRIC_BY_KEY, metric_title
 from pages._ui import (LiveRenderer, Picked, _render_live_results, config_widgets, download_png, global_seed,
                        job_panel, loss_figure, make_config)
 
@@ -77,11 +78,11 @@ def weights_file(folder: Path) -> Path | None:
     return found[0] if found else None
 
 
-def _metric_label(key: str, model) -> str:
-    """A metric's name for the table; bits/dim says when it is only a bound (diffusion's VLB)."""
-    if key == "bits_per_dim" and getattr(model, "likelihood_is_bound", False):
-        return "bits_per_dim (upper bound)"
-    return key
+def _metric_value(key: str, value: Any) -> str:
+    """A metrics.json value as the scoreboard writes it (its own format where it has one)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and key in METRIC_BY_KEY:
+        return METRIC_BY_KEY[key].format.format(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def metrics_panel(p: Picked, key_prefix: str,
@@ -93,8 +94,8 @@ def metrics_panel(p: Picked, key_prefix: str,
         st.markdown(f"**{info.name}** · {info.family} · {info.origin}")
         shown = {k: v for k, v in info.metrics.items() if not isinstance(v, (dict, list))}
         if shown:
-            table = pd.DataFrame({"metric": [_metric_label(k, p.model) for k in shown],
-                                  "value": [f"{v:.4g}" if isinstance(v, float) else str(v) for v in shown.values()]})
+            table = pd.DataFrame({"metric": [metric_title(k, info.metrics.get("likelihood")) for k in shown],
+                                  "value": [_metric_value(k, v) for k, v in shown.items()]})
             st.table(table.set_index("metric"))
         else:
             st.info("This checkpoint has no metrics.json.")

@@ -1,16 +1,39 @@
-"""Home: what the lab does, where it runs, and the shipped checkpoints of every family."""
+"""Home: what the lab does, where it runs, and the shipped models, grouped by family with a link to
+each family's page and every headline score shown against its scale."""
+import math
+
 import streamlit as st
 
 import genlib
+from genlib.comparison import Evaluator, cached_references
+from genlib.scoring import metric_title
 from pages._ui import device_label, require_router
 
 require_router()
 
-HEADLINE = (  # (metrics.json key, label, format); Fréchet distance first: the one every model has
-    ("frechet_distance", "Fréchet distance ↓", "{:.2f}"),
-    ("class_accuracy", "class accuracy ↑", "{:.1%}"),
-    ("bits_per_dim", "bits/dim ↓", "{:.3f}"),
-)
+HEADLINE = (("class_accuracy", "{:.1%}"), ("bits_per_dim", "{:.3f}"))  # beside the Fréchet distance
+FLOOR, CEILING = "real test digits", "uniform noise"
+
+
+@st.cache_data(show_spinner=False)
+def fd_scale() -> dict[str, float]:
+    """The Fréchet distance of the reference sets (shipped beside the evaluator): the scale to read a
+    model's score against. Empty when they are not stored."""
+    try:
+        cards = cached_references(Evaluator.load(), seed=0) or []
+    except genlib.CheckpointError:
+        return {}
+    return {card.name: card.metrics["frechet_distance"] for card in cards if "frechet_distance" in card.metrics}
+
+
+def show_fd(fd: float, scale: dict[str, float]) -> None:
+    """The score as a bar on the log scale from uniform noise (empty) to real test digits (full)."""
+    st.metric(metric_title("frechet_distance"), f"{fd:,.1f}")
+    if FLOOR in scale and CEILING in scale:
+        lo, hi = math.log(scale[FLOOR]), math.log(scale[CEILING])
+        share = min(1.0, max(0.0, (hi - math.log(max(fd, 1e-9))) / (hi - lo)))
+        st.progress(share, text=f"scale: real digits {scale[FLOOR]:,.0f} … noise {scale[CEILING]:,.0f}")
+
 
 st.title("Generative Model Lab")
 st.markdown(
@@ -29,29 +52,42 @@ evaluators = [c for c in checkpoints if c.kind == "evaluator"]
 if not shipped:
     st.info("No shipped checkpoints were found. Train one on a family's page (Train tab) or with "
             "`python -m genlib train vae --out checkpoints/vae-mnist`.")
-
-# One card per shipped checkpoint, grouped by family in registry order, four to a row.
-if shipped:
-    st.subheader("Shipped models")
-families = genlib.families()
-cards = [(families[f], info) for f in families for info in shipped if info.family == f]
-columns = st.columns(4)
-for i, (cls, info) in enumerate(cards):
-    with columns[i % 4], st.container(border=True):
-        st.markdown(f"**{info.name}**  \n`{info.family}` · {cls.description}")
-        if info.preview:
-            st.image(str(info.preview), caption="samples", output_format="PNG")
-        shown = [(label, fmt.format(info.metrics[k])) for k, label, fmt in HEADLINE
-                 if isinstance(info.metrics.get(k), (int, float))]
-        if shown:
-            st.metric(*shown[0])
-            if shown[1:]:
-                st.caption(" · ".join(f"{label} **{value}**" for label, value in shown[1:]))
-        else:
-            st.caption("no metrics yet")
-        steps, secs = info.metrics.get("train_steps"), info.metrics.get("train_seconds")
-        if steps:
-            st.caption(f"trained {steps:,} steps" + (f" in {secs:.0f} s" if secs else ""))
+else:
+    scale = fd_scale()
+    st.caption("Fréchet distance ↓ is measured in the digit classifier's features: the bar runs from uniform noise "
+               f"({scale.get(CEILING, float('nan')):,.0f}, empty) to real held-out test digits "
+               f"({scale.get(FLOOR, float('nan')):,.0f}, full). **Compare** puts any of them side by side.")
+    families = genlib.families()
+    groups: dict[str, list] = {}
+    for name, cls in families.items():  # registry order
+        groups.setdefault(cls.group or name, []).extend(info for info in shipped if info.family == name)
+    for group, infos in groups.items():
+        if not infos:
+            continue
+        page = families[infos[0].family].page
+        head, link = st.columns([4, 1], vertical_alignment="bottom")
+        head.subheader(group)
+        if page:
+            link.page_link(page, label=f"Open {group} →")
+        columns = st.columns(4)
+        for i, info in enumerate(infos):
+            cls = families[info.family]
+            with columns[i % 4], st.container(border=True):
+                st.markdown(f"**{info.name}**  \n`{info.family}` · {cls.description}")
+                if info.preview:
+                    st.image(str(info.preview), caption="samples", output_format="PNG")
+                fd = info.metrics.get("frechet_distance")
+                if isinstance(fd, (int, float)):
+                    show_fd(fd, scale)
+                    others = [f"{metric_title(k, info.metrics.get('likelihood'))} **{fmt.format(info.metrics[k])}**"
+                              for k, fmt in HEADLINE if isinstance(info.metrics.get(k), (int, float))]
+                    if others:
+                        st.caption(" · ".join(others))
+                else:
+                    st.caption("no metrics yet")
+                steps, secs = info.metrics.get("train_steps"), info.metrics.get("train_seconds")
+                if steps:
+                    st.caption(f"trained {steps:,} steps" + (f" in {secs:.0f} s" if secs else ""))
 
 if evaluators:
     st.subheader("Evaluator")

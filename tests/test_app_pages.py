@@ -9,6 +9,8 @@ the router's sidebar is checked on the first run and the seed is set through ses
 """
 from __future__ import annotations
 
+import html
+import re
 import time
 from pathlib import Path
 
@@ -270,28 +272,52 @@ def test_training_job_can_be_cancelled(app_env):
 
 
 # -- Compare -----------------------------------------------------------------------------------------------
-def open_compare(models: list[str] | None = None, seed: int | None = None) -> AppTest:
+def scoring_in_background(at: AppTest) -> bool:
+    return any("in the background" in bar.proto.text for bar in at.get("progress"))
+
+
+def open_compare(models: list[str] | None = None, seed: int | None = None, wait: bool = True) -> AppTest:
+    """The Compare page; with ``wait``, rerun (as its polling fragment does) until every row is scored."""
     state = {k: v for k, v in (("cmp_models", models), ("cmp_seed", seed)) if v is not None}
-    return open_page("pages/compare.py", state, timeout=300)  # the first scoring of a model takes seconds
+    at = open_page("pages/compare.py", state, timeout=300)
+    deadline = time.time() + 600
+    while wait and scoring_in_background(at) and time.time() < deadline:
+        time.sleep(1)
+        run_clean(at)
+    return at
+
+
+def scoreboard_rows(at: AppTest) -> dict[str, list[str]]:
+    """The scoreboard table as the user reads it: row name -> its cells' texts (models, then references)."""
+    body = next(h.proto.body for h in at.get("html") if "genlib-scoreboard" in h.proto.body)
+    rows = re.findall(r"<tr class=\"\w+\">(.*?)</tr>", body)
+    cells = [[html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)] for row in rows]
+    return {row[0]: row[2:] for row in cells}
 
 
 def test_compare_page_scores_two_models_like_genlib_eval(app_env):
     from genlib.comparison import Evaluator, score_checkpoint
+    from genlib.scoring import METRIC_BY_KEY
 
     models = [shipped("vae").name, shipped("cvae").name]
+    first = open_compare(models, seed=3, wait=False)  # seed 3 ships no scorecard: scored in the background
+    assert scoring_in_background(first) and not first.get("plotly_chart")
+    assert any("scoring…" in m for m in texts(first.markdown))  # each model's slot says it is being scored
     at = open_compare(models, seed=3)
     assert not at.error, texts(at.error)
-    frame = at.dataframe[0].value
-    assert frame["model"].tolist() == models + ["real test digits", "blurred digits (σ=1)", "noisy digits (σ=0.3)",
-                                                "uniform noise"]
+    rows = scoreboard_rows(at)
+    assert list(rows)[-4:] == ["real test digits", "blurred digits (σ=1)", "noisy digits (σ=0.3)", "uniform noise"]
+    assert sorted(list(rows)[:2]) == sorted(models)
     assert [c for c in captions(at) if " · " in c][:2] == [f"{m} · {f}" for m, f in zip(models, ("vae", "cvae"))]
     assert {"cmp_report", "cmp_csv"} <= {b.key for b in at.get("download_button")}
     # the page's numbers are the CLI's: score the same checkpoint afresh, outside the app's caches
     fresh = score_checkpoint(models[1], Evaluator.load(), seed=3, use_cache=False)
-    row = frame[frame["model"] == models[1]].iloc[0]
-    for key in ("frechet_distance", "kid", "precision", "recall", "class_accuracy", "bits_per_dim"):
-        assert row[key] == pytest.approx(fresh.metrics[key], rel=1e-6), key
-    assert "unconditional" in frame[frame["model"] == models[0]].iloc[0]["n/a because"]
+    columns = list(at.multiselect(key="cmp_columns").value)
+    for key in ("frechet_distance", "kid", "precision", "recall", "class_accuracy"):
+        shown = rows[models[1]][columns.index(key)]
+        assert shown == METRIC_BY_KEY[key].format.format(fresh.metrics[key]), key
+    assert rows[models[0]][columns.index("class_accuracy")] == "n/a"  # with its reason beside the table
+    assert any("unconditional model" in m for m in texts(at.markdown))
     assert len(at.get("plotly_chart")) == 4
     at.session_state["cmp_nn_index"] = 42  # nearest training images of another sample
     run_clean(at)
@@ -302,9 +328,18 @@ def test_compare_page_reports_a_bad_source_and_keeps_the_rest(app_env, tmp_path)
     (tmp_path / "junk").mkdir()
     at = open_compare([shipped("vae").name, str(tmp_path / "junk")])
     assert any("config.json is missing" in e for e in texts(at.error))
-    assert at.dataframe[0].value["model"].tolist()[0] == shipped("vae").name
+    assert list(scoreboard_rows(at))[0] == shipped("vae").name
     at = open_compare([])
     assert any("Choose at least one model" in i for i in texts(at.info))
+
+
+def test_compare_page_opens_on_one_model_per_family_without_scoring(app_env):
+    from genlib.comparison import default_selection
+
+    at = open_compare(wait=False)
+    assert not scoring_in_background(at) and not at.error
+    assert at.multiselect(key="cmp_models").value == default_selection(genlib.list_checkpoints())
+    assert len(scoreboard_rows(at)) == 3 + 4 and len(at.get("plotly_chart")) == 4
 
 
 # -- GANs ----------------------------------------------------------------------------------------------------

@@ -181,3 +181,26 @@ def test_metric_titles_carry_units_and_direction():
     assert metric_title("bits_per_dim", "bound") == "bits/dim ↓ (upper bound)"
     assert metric_title("train_seconds") == "training time (s)"
     assert "_" not in metric_title("some_new_key")
+
+
+def test_the_scoreboard_table_says_n_a_with_the_reason_and_sorts_best_first():
+    import re
+
+    from genlib.report import na_reasons, scoreboard_html
+
+    result = _comparison_of_shipped()
+    table = scoreboard_html(result, ["frechet_distance", "class_accuracy"], "frechet_distance",
+                            pending={"my-run": "scoring… 40%"})
+    names = re.findall(r'<tr class="model"><td class="name">(.*?)</td>', table)
+    by_fd = sorted(result.models, key=lambda c: c.metrics["frechet_distance"])
+    assert names == [c.name for c in by_fd]  # best first
+    assert "None" not in table and 'title="unconditional model: no class is asked for">n/a<' in table
+    assert f'<td class="best">{by_fd[0].metrics["frechet_distance"]:.1f}</td>' in table
+    assert "scoring… 40%" in table and table.index("my-run") < table.index("real test digits")
+    assert "Fréchet distance ↓" in table and "class accuracy ↑" in table
+    by_accuracy = scoreboard_html(result, ["class_accuracy"], "class_accuracy")
+    first = re.search(r'<tr class="model"><td class="name">(.*?)</td>', by_accuracy).group(1)
+    assert first == max((c for c in result.models if "class_accuracy" in c.metrics),
+                        key=lambda c: c.metrics["class_accuracy"]).name  # higher is better: largest first
+    reasons = na_reasons(result, ["class_accuracy"])
+    assert any("unconditional" in why for why in reasons) and all(names for names in reasons.values())
