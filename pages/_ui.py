@@ -24,6 +24,7 @@ from genlib.checkpoints import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, Check
 from genlib.config import Config, ConfigError
 from genlib.images import grid_png, to_png
 from genlib.model import GenerativeModel
+from genlib.tasks import plain_error
 from genlib.training import pick_device
 
 GRID_SCALE = 3  # on-screen enlargement of 28x28 digits (nearest neighbour, crisp)
@@ -213,10 +214,58 @@ def _clamp(value: Any, lo: Any, hi: Any) -> Any:
     return value
 
 
+KEPT_VALUES = "ui_kept_widget_values"  # plain session state: {widget key: its last value}
+
+
+def kept_value(key: str, default: Any) -> Any:
+    """The default to give the widget with ``key`` so that its value survives a visit elsewhere.
+
+    Streamlit drops a widget's state in every run that does not draw it (another page, or another
+    of the lazy tabs), so on return it would show its default again. This keeps each live widget's
+    value (at the start of a run it is the user's latest) in a plain session-state entry, which
+    Streamlit never drops, and hands it back as the default once the widget state is gone. With a
+    key, a widget's identity is its key, so a changing default never resets a live widget.
+    """
+    store = st.session_state.setdefault(KEPT_VALUES, {})
+    if key in st.session_state:
+        store[key] = st.session_state[key]
+    return store.get(key, default)
+
+
+def keep_widget_state(key: str, pinned: Any = None) -> None:
+    """Call just before a widget drawn elsewhere (whose default you cannot pass): after a visit to
+    another page it comes back with its last value, as with ``kept_value``, or with ``pinned`` when
+    that is given. A live widget keeps what the user chose. (Setting a widget's state is allowed
+    here because the widget is not drawn yet in this run.)"""
+    store = st.session_state.setdefault(KEPT_VALUES, {})
+    if key in st.session_state:
+        store[key] = st.session_state[key]
+        return
+    value = pinned if pinned is not None else store.get(key)
+    if value is not None:
+        st.session_state[key] = store[key] = value
+
+
+def running_job(key_prefix: str) -> jobs.Job | None:
+    """The job started from ``train_panel(key_prefix=...)`` in this session while it runs, else None."""
+    job_id = st.session_state.get(f"{key_prefix}_job_id")
+    job = jobs.get_job(job_id) if job_id else None
+    return job if job is not None and not job.snapshot().done else None
+
+
+def keep_train_variant(key_prefix: str) -> None:
+    """Call before ``train_panel``: its Variant choice survives page visits, and a form coming back
+    while a job runs shows the running job's variant, so it never shows one model while another trains."""
+    job = running_job(key_prefix)
+    keep_widget_state(f"{key_prefix}_train_family", pinned=job.family if job is not None else None)
+
+
 def _widget(spec: dict[str, Any], key: str, default: Any) -> Any:
-    """One input widget for one config field spec (see ``Config.field_specs``)."""
+    """One input widget for one config field spec (see ``Config.field_specs``); its value is kept
+    across page visits (``kept_value``)."""
     label, kind, help_text = spec["name"].replace("_", " "), spec["type"], spec.get("help")
     lo, hi = spec.get("min"), spec.get("max")
+    default = kept_value(key, default)
     if kind is bool:
         return st.checkbox(label, value=bool(default), help=help_text, key=key)
     if kind is int:
@@ -325,8 +374,8 @@ def model_tabs(tabs: dict[str, Callable], key: str, picked: "Picked | None",
                 else:
                     render(picked)
             except Exception as err:  # an unusual checkpoint must not take the page down
-                logging.getLogger(__name__).exception("tab %r failed", name)
-                st.error(f"{name} could not be shown: {type(err).__name__}: {err}")
+                logging.getLogger(__name__).exception("tab %r failed", name)  # the class and traceback
+                st.error(f"{name} could not be shown: {plain_error(err)}")
 
 
 # -- background training jobs -------------------------------------------------------------------------
@@ -346,7 +395,10 @@ def _progress_text(snap: jobs.JobSnapshot) -> str:
 
 
 def _render_progress(snap: jobs.JobSnapshot) -> None:
-    st.markdown(f"**{snap.title}**")
+    # The variant is named here: the form beside it may show another one (after its job ended).
+    family = genlib.families().get(snap.family)
+    variant = f"Variant **{snap.family}** ({family.description}) · " if family is not None else ""
+    st.markdown(f"{variant}run **{snap.title}**")
     st.progress(min(1.0, snap.fraction), text=_progress_text(snap))
 
 
@@ -401,10 +453,11 @@ def job_panel(job_id: str, key_prefix: str, picker_key: str | None = None,
     _render_progress(snap)
     name = snap.result_path.name if snap.result_path else None
     if snap.status == "finished":
-        st.success(f"Training finished: the run **{name}** was saved and is now in the model chooser.",
-                   icon=":material/check_circle:")
+        # No icons in these alerts: a Material icon is a font ligature, so its name ("check_circle",
+        # "cancel") would be the first words of the alert's text (innerText, copy and paste).
+        st.success(f"Training finished: the run **{name}** was saved and is now in the model chooser.")
     elif snap.status == "cancelled":
-        st.warning(f"Training was {snap.message}.", icon=":material/cancel:")
+        st.warning(f"Training was {snap.message}.")
     else:
         st.error(f"Training failed: {snap.message}")
     if picker_key and snap.result_path is not None:
