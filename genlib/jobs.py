@@ -28,6 +28,7 @@ from genlib.training import Progress, TrainingDiverged
 
 MAX_RUNNING_JOBS = 2  # a 2-core machine gains nothing from more
 PREVIEW_COUNT = 16
+PREVIEW_NROW = 4        # a square 4x4 grid stays large enough to read in a narrow live panel
 HISTOGRAM_COUNT = 100   # fixed-noise samples the evaluator classifies at each snapshot
 MAX_SNAPSHOTS = 64      # older snapshots are thinned (every other one dropped) beyond this
 
@@ -183,7 +184,7 @@ def _preview(model: GenerativeModel, step: int, classifier=None) -> PreviewSnaps
     if classifier is not None and tuple(images.shape[1:]) == (1, 28, 28):
         predicted = classifier.predict(images)
         counts = torch.bincount(predicted, minlength=classifier.config.num_classes).tolist()
-    return PreviewSnapshot(step, to_grid(images[:PREVIEW_COUNT], nrow=8), counts)
+    return PreviewSnapshot(step, to_grid(images[:PREVIEW_COUNT], nrow=PREVIEW_NROW), counts)
 
 
 _JOBS: dict[str, Job] = {}

@@ -22,7 +22,7 @@ from genlib.metrics import coverage_from_counts, nearest_neighbours
 from genlib.toy2d import ToyConfig, ToyLimitError, get_toy_session, start_toy_session
 from pages._panels import metrics_panel, train_panel
 from pages._ui import (GRID_SCALE, Picked, checkpoint_picker, config_widgets, download_png, families_in, global_seed,
-                       make_config, model_tabs, require_router, scalars_figure, show_grid)
+                       keep_train_variant, make_config, model_tabs, require_router, scalars_figure, show_grid)
 from genlib.images import to_grid, to_png
 
 require_router()
@@ -31,6 +31,7 @@ FAMILIES = families_in("genlib.families.gan")
 TRAIN_FIELDS = ("epochs", "batch_size", "lr", "ema_decay", "preview_every")
 TOY_FIELDS = ("distribution", "loss", "d_steps", "g_lr", "d_lr", "hidden", "noise_dim", "seed")
 NEIGHBOURS = 5
+SNAPSHOT_SCALE = 3  # the live snapshots' 28x28 digits at 84 px
 
 
 def history_figure(history, height: int = 300) -> go.Figure:
@@ -118,15 +119,18 @@ def gan_live(snap: JobSnapshot, key_prefix: str) -> None:
         chosen = st.select_slider("Snapshot at step", options=steps, value=steps[-1],
                                   key=f"{key_prefix}_scrub_{snap.id}_{len(steps)}")
     shot = snap.snapshots[steps.index(chosen)]
-    left, right = st.columns([2, 3])
-    left.image(to_png(shot.grid, scale=GRID_SCALE), caption=f"fixed noise at step {shot.step}")
+    # At its own pixel width and above the histogram, not beside it: squeezed into a column the
+    # digits shrank to about 20 px, too small to see a GAN's mistakes.
+    st.image(to_png(shot.grid, scale=SNAPSHOT_SCALE), caption=f"fixed noise at step {shot.step}",
+             width=shot.grid.shape[1] * SNAPSHOT_SCALE)
     if shot.class_counts:
-        right.plotly_chart(class_histogram_figure(shot.class_counts), key=f"{key_prefix}_live_hist_{snap.id}")
+        st.plotly_chart(class_histogram_figure(shot.class_counts), key=f"{key_prefix}_live_hist_{snap.id}")
     if snap.message and not snap.done:
         st.caption(snap.message)
 
 
 def train_tab() -> None:
+    keep_train_variant("gan")
     st.caption("Tips: if D wins outright (D(x)≈1, D(G(z))≈0 for 200 steps) the run stops with a suggestion. "
                "Hinge or WGAN-GP losses and spectral normalisation keep D in check.")
     train_panel(FAMILIES, "gan", TRAIN_FIELDS, train_defaults={"epochs": 10, "lr": 2e-4, "batch_size": 64},
@@ -156,8 +160,12 @@ def toy_figure(snap) -> go.Figure:
         xs += [x0, x1, None]
         ys += [y0, y1, None]
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="G's gradient", line=dict(color="black", width=1)))
-    fig.update_layout(height=520, margin=dict(l=10, r=10, t=30, b=10), xaxis=dict(range=snap.bounds[:2]),
-                      yaxis=dict(range=snap.bounds[2:], scaleanchor="x"), legend=dict(orientation="h", y=1.06),
+    # Equal scales on both axes shrink the plot area (constrain="domain") instead of widening an axis
+    # beyond the bounds, so the axes show exactly the extent D's surface was computed over.
+    fig.update_layout(height=520, margin=dict(l=10, r=10, t=30, b=10),
+                      xaxis=dict(range=snap.bounds[:2], constrain="domain"),
+                      yaxis=dict(range=snap.bounds[2:], scaleanchor="x", constrain="domain"),
+                      legend=dict(orientation="h", y=1.06),
                       title=f"step {snap.step} · {snap.status}", uirevision="toy")
     return fig
 
@@ -221,10 +229,10 @@ def toy_tab() -> None:
             if cols[1].button("Pause", key="gan_toy_pause", disabled=session is None or session.status != "running",
                               icon=":material/pause:"):
                 session.pause()
-            step_cols = st.columns(2)
-            for col, phase in zip(step_cols, ("d", "g")):
-                if col.button(f"One {phase.upper()} step", key=f"gan_toy_step_{phase}", icon=":material/skip_next:",
-                              help="Slow mode: one discriminator update, then one generator update."):
+            # One full-width button per row: side by side in this narrow column both labels were cut to "One …".
+            for phase in ("d", "g"):
+                if st.button(f"One {phase.upper()} step", key=f"gan_toy_step_{phase}", icon=":material/skip_next:",
+                             width="stretch", help="Slow mode: one discriminator update, then one generator update."):
                     if changed:
                         session = fresh_session(run=False)
                     session.pause()
