@@ -26,8 +26,8 @@ from pages._diffusion_lab import attention_tab, editing_tab, steps_quality_tab
 from pages._diffusion_views import (digits_fit, guidance_input, note_speed, recall, remember, schedule_figure,
                                     step_progress, test_digit_input, warn_if_slow)
 from pages._panels import metrics_panel, train_panel
-from pages._ui import (GRID_SCALE, Picked, checkpoint_picker, download_png, families_in, global_seed, model_tabs,
-                       require_router, scalars_figure)
+from pages._ui import (GRID_SCALE, Picked, checkpoint_picker, download_png, families_in, global_seed,
+                       keep_train_variant, model_tabs, require_router, scalars_figure)
 
 require_router()
 
@@ -97,13 +97,56 @@ def samples_tab(p: Picked) -> None:
 
 
 # -- the reverse process ---------------------------------------------------------------------------
+TIMELINE_SCALE = 3      # timeline thumbnails: 28x28 digits at 84 px, large enough to see the noise resolve
+PLAY_INTERVAL_S = 0.5   # Play shows one frame per half second (a frame is a few small PNGs)
+
+
 def _show_row(container, images: np.ndarray, caption: str) -> None:
     """One row of images (N,C,H,W) in [0,1], enlarged, at its own pixel width: a longer caption
     would otherwise stretch one row's images more than the others'."""
-    png = grid_png(torch.from_numpy(images), nrow=len(images), scale=2)
+    png = grid_png(torch.from_numpy(images), nrow=len(images), scale=TIMELINE_SCALE)
     with Image.open(io.BytesIO(png)) as decoded:
         width = decoded.width
     container.image(png, caption=caption, output_format="PNG", width=width)
+
+
+def _toggle_play(last: int) -> None:
+    """Play / Pause: playing from the last frame starts over at frame 0."""
+    playing = not st.session_state.get("dif_playing", False)
+    st.session_state["dif_playing"] = playing
+    if playing and st.session_state.get("dif_frame", 0) >= last:
+        st.session_state["dif_frame"] = 0
+
+
+def _timeline_frames(timelines: dict, last: int, name: str) -> None:
+    """The frame slider and every sampler's x_t and predicted x₀ at that frame.
+
+    A fragment: while playing it reruns every PLAY_INTERVAL_S and moves the slider one frame on,
+    so only this part of the page redraws; at the last frame it stops and reruns the whole page,
+    which turns the Pause button back into Play and ends the timer.
+    """
+    if st.session_state.get("dif_playing"):
+        st.session_state["dif_frame"] = min(st.session_state.get("dif_frame", 0) + 1, last)  # slider not drawn yet
+        if st.session_state["dif_frame"] >= last:
+            st.session_state["dif_playing"] = False
+            st.rerun()  # the whole page, showing the last frame: Play instead of Pause, and no more ticks
+    frame = st.slider("Frame (the same step of every sampler)", 0, last, key="dif_frame",
+                      help=f"Frame 0 is the starting noise x_T; frame {last} shows the finished samples. "
+                           "Play steps through them.")
+    for sampler, tl in timelines.items():
+        if frame < len(tl.timesteps):
+            x_t, x0, where = tl.x_t[frame], tl.x0_pred[frame], f"step {frame + 1}/{len(tl.timesteps)} · t = " \
+                                                              f"{tl.timesteps[frame]}"
+        else:
+            x_t, x0, where = tl.final, tl.final, "finished samples"
+        head, download = st.columns([6, 1], vertical_alignment="center")
+        head.markdown(f"**{sampler}** · {where} · {tl.seconds:.1f} s for the whole run")
+        download.download_button("GIF", data=partial(timeline_gif, tl), file_name=f"{name}-{sampler}.gif",
+                                 mime="image/gif", key=f"dif_gif_{sampler}", on_click="ignore",
+                                 icon=":material/download:", help="The whole run animated: x_t above, x₀ below.")
+        # One above the other, each at full size: side by side, 8 images per row would not fit.
+        _show_row(st, x_t, f"{sampler}: x_t, the sample entering this step")
+        _show_row(st, x0, f"{sampler}: predicted x₀ (the model's guess of the clean image)")
 
 
 def timeline_tab(p: Picked) -> None:
@@ -127,11 +170,13 @@ def timeline_tab(p: Picked) -> None:
         note_speed(p.path, time.perf_counter() - began, calls)
         st.session_state["dif_timeline"] = {"settings": settings, "timelines": timelines}
         st.session_state["dif_frame"] = 0
+        st.session_state["dif_playing"] = False
         bar.empty()
     if not samplers:
         st.warning("Choose at least one sampler.")
     stored = st.session_state.get("dif_timeline")
     if not stored or stored["settings"][:2] != settings[:2]:
+        st.session_state["dif_playing"] = False
         st.info("Choose samplers and press **Run**: every sampler starts from the same noise (the global seed), "
                 "so frame by frame you see how each one turns it into digits.")
         return
@@ -140,21 +185,12 @@ def timeline_tab(p: Picked) -> None:
     timelines = stored["timelines"]
     last = max(len(tl.timesteps) for tl in timelines.values())  # frame `last` is the finished samples
     st.session_state["dif_frame"] = min(st.session_state.get("dif_frame", 0), last)
-    frame = st.slider("Frame (the same step of every sampler)", 0, last, key="dif_frame",
-                      help=f"Frame 0 is the starting noise x_T; frame {last} shows the finished samples.")
-    for sampler, tl in timelines.items():
-        if frame < len(tl.timesteps):
-            x_t, x0, where = tl.x_t[frame], tl.x0_pred[frame], f"step {frame + 1}/{len(tl.timesteps)} · t = " \
-                                                              f"{tl.timesteps[frame]}"
-        else:
-            x_t, x0, where = tl.final, tl.final, "finished samples"
-        st.markdown(f"**{sampler}** · {where} · {tl.seconds:.1f} s for the whole run")
-        left, right, download = st.columns([4, 4, 1], vertical_alignment="center")
-        _show_row(left, x_t, f"{sampler}: x_t, the sample entering this step")
-        _show_row(right, x0, f"{sampler}: predicted x₀ (the model's guess of the clean image)")
-        download.download_button("GIF", data=partial(timeline_gif, tl), file_name=f"{p.info.name}-{sampler}.gif",
-                                 mime="image/gif", key=f"dif_gif_{sampler}", on_click="ignore",
-                                 icon=":material/download:", help="The whole run animated: x_t above, x₀ below.")
+    playing = bool(st.session_state.get("dif_playing"))
+    st.button("Pause" if playing else "Play", key="dif_tl_play", on_click=_toggle_play, args=(last,),
+              icon=":material/pause:" if playing else ":material/play_circle:",
+              help="Step through every frame, from the starting noise to the finished samples.")
+    # The timer belongs to the fragment only while playing: a still timeline costs nothing.
+    st.fragment(_timeline_frames, run_every=PLAY_INTERVAL_S if playing else None)(timelines, last, p.info.name)
 
 
 # -- the forward process ------------------------------------------------------------------------------
@@ -217,6 +253,7 @@ def diffusion_live(snap: JobSnapshot, key_prefix: str) -> None:
 
 
 def train_tab() -> None:
+    keep_train_variant("dif")
     st.caption("A UNet learns to predict the noise added to digits at a random step t. Each preview draws "
                "100 samples with the model's default sampler and steps (fewer sample steps = faster previews).")
     train_panel(FAMILIES, "dif", TRAIN_FIELDS, train_defaults=TRAIN_DEFAULTS, render=diffusion_live,
