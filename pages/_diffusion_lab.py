@@ -84,8 +84,7 @@ def steps_quality_tab(p: Picked) -> None:
                                                 "Shipped checkpoints carry curves of 250 samples from seed 0."))
     seed = int(cols[3].number_input("Seed", 0, 2**31 - 1, SHIPPED_CURVE["seed"], key="dif_sq_seed"))
     if 1000 in grid and device_label() == "CPU":
-        st.warning("1000 steps is slow on the CPU: every sample runs the UNet 1000 times (minutes for 250 samples).",
-                   icon=":material/hourglass:")
+        st.warning("1000 steps is slow on the CPU: every sample runs the UNet 1000 times (minutes for 250 samples).")
     if not samplers or not grid:
         st.info("Choose at least one sampler and one step count.")
         return
@@ -105,10 +104,11 @@ def steps_quality_tab(p: Picked) -> None:
     if snap is not None and snap.status == "done":
         _draw_curve(snap.result, p.info.name)
         return
+    # No icons in alerts: a Material icon's name would be the first words of the alert's text.
     if snap is not None and snap.status == "failed":
-        st.error(f"Measuring the curve failed: {snap.error}")
+        st.error(f"Measuring the curve failed: {snap.message}.")  # plain words; snap.error is for the log
     elif snap is not None and snap.status == "cancelled":
-        st.warning(f"The measurement was {snap.message}.", icon=":material/cancel:")
+        st.warning(f"The measurement was {snap.message}.")
     calls = len(samplers) * sum(grid) * num_samples
     st.info(f"No stored curve for these settings. Measuring it runs the UNet {calls:,} times in the background "
             "(you can switch tabs meanwhile); the result is cached for every session.")

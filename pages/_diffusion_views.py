@@ -21,6 +21,10 @@ from genlib.diffusion_pipelines import all_schedule_curves
 
 COMPARED_SCHEDULES = ("linear", "cosine", "sigmoid")
 REMEMBERED_RESULTS = 8   # per cache: enough to flip between a few settings without recomputing
+# Sequential, dark = little attention, bright = much, like the colour bar. Not "Inferno": its first
+# colour is #000004, one of the placeholders (#000001-#000010) Streamlit's plotly theme replaces with
+# its categorical colours, which turned the lowest values pink, above black.
+ATTENTION_COLOURS = "Viridis"
 SAMPLER_COLOURS = {"ddpm": "#636efa", "ddim": "#ef553b", "dpm-solver++": "#00cc96", "euler": "#ab63fa"}
 
 
@@ -97,7 +101,7 @@ def warn_if_slow(path: str, calls: int, what: str) -> None:
     rate = st.session_state.get("dif_seconds_per_call", {}).get(path)
     if rate is not None and rate * calls > SLOW_RUN_S:
         st.warning(f"{what} should take about {rate * calls:.0f} s here. It runs while you watch its progress; "
-                   "changing any setting stops it.", icon=":material/hourglass:")
+                   "changing any setting stops it.")
 
 
 # -- per-session caches of finished results (PNG bytes and numpy arrays only, never tensors) ------------
@@ -175,7 +179,7 @@ def attention_click_figure(image: np.ndarray, attention: np.ndarray, query: tupl
     y_place, x_place = _block_extent(rows, h), _block_extent(cols, w)
     fig = go.Figure(go.Heatmap(z=image, colorscale="gray", showscale=False, hoverinfo="skip", zmin=0, zmax=1))
     fig.add_trace(go.Heatmap(z=attention, x0=x_place["start"], dx=x_place["step"], y0=y_place["start"],
-                             dy=y_place["step"], colorscale="Inferno", opacity=0.55, zmin=0, hoverinfo="skip",
+                             dy=y_place["step"], colorscale=ATTENTION_COLOURS, opacity=0.55, zmin=0, hoverinfo="skip",
                              colorbar=dict(title=dict(text="attention", side="right"), thickness=12)))
     grid_r, grid_c = np.mgrid[0:rows, 0:cols]
     fig.add_trace(go.Scatter(x=grid_c.ravel(), y=grid_r.ravel(), mode="markers", name="pixels", showlegend=False,
@@ -201,7 +205,7 @@ def attention_row_figure(maps: np.ndarray, timesteps: Sequence[int], query: tupl
         h, w = attention.shape
         y_place, x_place = _block_extent(rows, h), _block_extent(cols, w)
         fig.add_trace(go.Heatmap(z=attention, x0=x_place["start"], dx=x_place["step"], y0=y_place["start"],
-                                 dy=y_place["step"], colorscale="Inferno", showscale=False,
+                                 dy=y_place["step"], colorscale=ATTENTION_COLOURS, showscale=False,
                                  hovertemplate="attention %{z:.3f}<extra></extra>"), row=1, col=i + 1)
         fig.add_trace(go.Scatter(x=[query[1]], y=[query[0]], mode="markers", showlegend=False, hoverinfo="skip",
                                  marker=dict(size=9, color="cyan", symbol="x-thin", line=dict(width=2, color="cyan"))),
