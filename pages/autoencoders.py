@@ -12,11 +12,12 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+import genlib
 from genlib import analysis
 from genlib.data import UploadError, lfw_faces, load_upload, mnist, uniform_noise
 from pages._panels import metrics_panel, train_panel
-from pages._ui import (Picked, checkpoint_picker, download_png, families_in, global_seed, model_tabs, require_router,
-                       show_grid)
+from pages._ui import (Picked, checkpoint_picker, download_png, families_in, global_seed, keep_train_variant,
+                       model_tabs, require_router, select_checkpoint, show_grid)
 
 require_router()
 
@@ -35,6 +36,13 @@ def cached_projection(path: str, mtime: float, method: str, _model) -> pd.DataFr
 @st.cache_data(show_spinner=False, max_entries=16)
 def cached_anomalies(path: str, mtime: float, _model) -> pd.DataFrame:
     return analysis.anomaly_scores(_model, mnist().test_images, lfw_faces(), uniform_noise(NUM_OUTLIERS))
+
+
+def two_d_checkpoint() -> genlib.CheckpointInfo | None:
+    """A checkpoint of this page with a 2-D latent space (shipped ones first), or None."""
+    found = [i for i in genlib.list_checkpoints() if i.family in FAMILIES and i.model_config.get("latent_dim") == 2]
+    found.sort(key=lambda i: i.origin != "shipped")  # stable: within each origin, the listing's order
+    return found[0] if found else None
 
 
 def digit_choice(model, label: str, key: str) -> int | None:
@@ -121,8 +129,16 @@ def latent_tab(p: Picked) -> None:
         st.plotly_chart(fig, key="ae_latent_scatter")
         st.caption("The 1,000 test digits, encoded (the posterior mean for VAEs) and coloured by their true digit.")
     if manifold is None:
+        two_d = two_d_checkpoint()
+        if two_d is None:
+            st.info(f"The manifold grid needs a 2-D latent space; this model has {d} dimensions. "
+                    "Train one with latent dim 2 in the Train tab to see it.")
+            return
         st.info(f"The manifold grid needs a 2-D latent space; this model has {d} dimensions. "
-                "Train one with latent dim 2 in the Train tab to see it.")
+                f"{two_d.name} ({two_d.family}, {two_d.origin}) has one.")
+        st.button(f"Switch to {two_d.name}", key="ae_latent_switch", type="primary", icon=":material/swap_horiz:",
+                  on_click=select_checkpoint, args=("ae_model", two_d.path),
+                  help="Choose it in the model chooser above; every tab then shows that model.")
         return
     with manifold:
         digit = digit_choice(m, "Draw the grid as digit", "ae_manifold_digit")
@@ -186,6 +202,7 @@ def anomalies_tab(p: Picked) -> None:
 
 
 def train_tab() -> None:
+    keep_train_variant("ae")
     train_panel(FAMILIES, "ae", TRAIN_FIELDS, train_defaults={"epochs": 5})
 
 
