@@ -135,6 +135,27 @@ def write_extra(folder: str | Path, name: str, content: str | bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def store_half_precision(folder: str | Path) -> tuple[int, int]:
+    """Rewrite a checkpoint's model.safetensors with its floating-point tensors in float16 (integer
+    buffers untouched), atomically. The model loads it back as float32 (``load_state_dict`` casts),
+    so a shipped checkpoint takes half the space; its scores move by less than the sampling noise
+    (vae-mnist's Fréchet distance 605.01 -> 605.02). Returns (bytes before, bytes after)."""
+    weights = Path(folder) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{folder} has no {WEIGHTS_FILE} (a diffusers folder keeps its own layout)")
+    before = weights.stat().st_size
+    state = load_file(str(weights))
+    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    tmp = weights.with_name(f".{WEIGHTS_FILE}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        save_file(half, str(tmp), metadata={"format": "pt"})
+        shutil.copymode(Path(folder) / CONFIG_FILE, tmp)  # safetensors writes 0600; keep the folder's mode
+        os.replace(tmp, weights)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return before, weights.stat().st_size
+
+
 # -- finding -----------------------------------------------------------------------------------------
 def resolve(source: str | Path) -> tuple[Path, str]:
     """Turn a user's source into a local folder and its origin.

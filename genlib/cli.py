@@ -1,4 +1,4 @@
-"""``python -m genlib list | train | train-evaluator | sample | eval | references | compare | steps-quality``.
+"""``python -m genlib list | train | train-evaluator | sample | eval | half | references | compare | steps-quality``.
 
 Model and training flags for ``train`` are generated from the family's config dataclass, so
 every hyper-parameter the app shows is also a flag here (``--latent-dim 16 --beta 0.5``).
@@ -154,6 +154,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_half(args: argparse.Namespace) -> int:
+    from genlib.checkpoints import resolve, store_half_precision
+
+    for source in args.sources:
+        folder, _ = resolve(source)
+        before, after = store_half_precision(folder)
+        print(f"{folder}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB (float16); rescore it with "
+              f"`python -m genlib eval {source} --write`")
+    return 0
+
+
 def cmd_references(args: argparse.Namespace) -> int:
     from genlib.comparison import Evaluator, references, write_shipped_references
     from genlib.evaluation import metrics_dict
@@ -244,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write", action="store_true",
                    help="also store the scores in the checkpoint's metrics.json and its full scorecard beside it "
                         "(scorecard.json + .npz), which the Compare page then shows without scoring")
+    p = sub.add_parser("half", help="store checkpoints' weights as float16 safetensors (half the size)")
+    p.add_argument("sources", nargs="+", help="checkpoint names or folders")
     p = sub.add_parser("references", help="score the reference image sets (real, blurred, noisy digits, noise)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--write", action="store_true", help="store them beside the evaluator (references.json + .npz)")
@@ -275,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "num", 1) < 1 or getattr(args, "num", 1) > 100_000:
             raise ConfigError(f"--num must be between 1 and 100000, got {args.num}")
         return {"list": cmd_list, "train-evaluator": cmd_train_evaluator, "sample": cmd_sample,
-                "eval": cmd_eval, "references": cmd_references, "compare": cmd_compare,
+                "eval": cmd_eval, "half": cmd_half, "references": cmd_references, "compare": cmd_compare,
                 "steps-quality": cmd_steps_quality}[args.command](args)
     except (CheckpointError, ConfigError, UnknownFamilyError, ValueError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)

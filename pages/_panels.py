@@ -18,7 +18,7 @@ from genlib.jobs import JobLimitError, get_job, start_training_job
 from genlib.runs import preview_samples
 from genlib.scoring import METRIC_BY_KEY, metric_title
 from pages._ui import (LiveRenderer, Picked, _render_live_results, config_widgets, download_png, global_seed,
-                       job_panel, loss_figure, make_config)
+                       job_panel, keep_train_variant, loss_figure, make_config)
 
 
 def train_panel(family_names: Sequence[str], key_prefix: str, train_fields: Sequence[str],
@@ -36,6 +36,7 @@ def train_panel(family_names: Sequence[str], key_prefix: str, train_fields: Sequ
     running = job is not None and not job.snapshot().done
     settings, panel = st.columns([2, 3], gap="large")
     with settings:
+        keep_train_variant(key_prefix)  # the chosen (or running) variant survives a visit to another page
         family = st.selectbox("Variant", family_names, format_func=lambda f: f"{f} · {families[f].description}",
                               key=f"{key_prefix}_train_family")
         cls = families[family]

@@ -16,7 +16,7 @@ import genlib
 from genlib import analysis
 from genlib.data import UploadError, lfw_faces, load_upload, mnist, uniform_noise
 from pages._panels import metrics_panel, train_panel
-from pages._ui import (Picked, checkpoint_picker, download_png, families_in, global_seed, keep_train_variant,
+from pages._ui import (Picked, checkpoint_picker, download_png, families_in, global_seed,
                        model_tabs, require_router, select_checkpoint, show_grid)
 
 require_router()
@@ -202,7 +202,6 @@ def anomalies_tab(p: Picked) -> None:
 
 
 def train_tab() -> None:
-    keep_train_variant("ae")
     train_panel(FAMILIES, "ae", TRAIN_FIELDS, train_defaults={"epochs": 5})
 
 

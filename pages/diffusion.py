@@ -27,7 +27,7 @@ from pages._diffusion_views import (digits_fit, guidance_input, note_speed, reca
                                     step_progress, test_digit_input, warn_if_slow)
 from pages._panels import metrics_panel, train_panel
 from pages._ui import (GRID_SCALE, Picked, checkpoint_picker, download_png, families_in, global_seed,
-                       keep_train_variant, model_tabs, require_router, scalars_figure)
+                       model_tabs, require_router, scalars_figure)
 
 require_router()
 
@@ -253,7 +253,6 @@ def diffusion_live(snap: JobSnapshot, key_prefix: str) -> None:
 
 
 def train_tab() -> None:
-    keep_train_variant("dif")
     st.caption("A UNet learns to predict the noise added to digits at a random step t. Each preview draws "
                "100 samples with the model's default sampler and steps (fewer sample steps = faster previews).")
     train_panel(FAMILIES, "dif", TRAIN_FIELDS, train_defaults=TRAIN_DEFAULTS, render=diffusion_live,

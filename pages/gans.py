@@ -22,7 +22,7 @@ from genlib.metrics import coverage_from_counts, nearest_neighbours
 from genlib.toy2d import ToyConfig, ToyLimitError, get_toy_session, start_toy_session
 from pages._panels import metrics_panel, train_panel
 from pages._ui import (GRID_SCALE, Picked, checkpoint_picker, config_widgets, download_png, families_in, global_seed,
-                       keep_train_variant, make_config, model_tabs, require_router, scalars_figure, show_grid)
+                       make_config, model_tabs, require_router, scalars_figure, show_grid)
 from genlib.images import to_grid, to_png
 
 require_router()
@@ -130,7 +130,6 @@ def gan_live(snap: JobSnapshot, key_prefix: str) -> None:
 
 
 def train_tab() -> None:
-    keep_train_variant("gan")
     st.caption("Tips: if D wins outright (D(x)≈1, D(G(z))≈0 for 200 steps) the run stops with a suggestion. "
                "Hinge or WGAN-GP losses and spectral normalisation keep D in check.")
     train_panel(FAMILIES, "gan", TRAIN_FIELDS, train_defaults={"epochs": 10, "lr": 2e-4, "batch_size": 64},

@@ -315,3 +315,23 @@ def test_hub_id_without_offline_flag_fails_cleanly():
 
 def test_public_api_reexports():
     assert genlib.load_model is load_model and genlib.CheckpointError is CheckpointError
+
+
+def test_half_precision_weights_halve_the_file_and_load_back_as_float32(core_tiny_model, tmp_path):
+    from safetensors.torch import load_file
+
+    from genlib.checkpoints import store_half_precision
+
+    model = core_tiny_model("dcgan")  # has BatchNorm: its integer buffer must stay an integer
+    folder = save_folder(tmp_path / "g", model, {"family": "dcgan", "model": model.config.to_dict()})
+    before, after = store_half_precision(folder)
+    assert after < 0.6 * before
+    state = load_file(str(folder / "model.safetensors"))
+    assert {v.dtype for k, v in state.items() if "num_batches_tracked" not in k} == {torch.float16}
+    assert all(v.dtype == torch.int64 for k, v in state.items() if "num_batches_tracked" in k)
+    loaded, _ = load_model(folder)
+    assert next(loaded.parameters()).dtype == torch.float32
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert torch.allclose(loaded.sample(4, generator=gen()), model.eval().sample(4, generator=gen()), atol=5e-3)
+    with pytest.raises(CheckpointError, match="has no model.safetensors"):
+        store_half_precision(tmp_path)
