@@ -1,5 +1,6 @@
 """Shared widgets for every page: cached loaders, generated config forms, the checkpoint picker,
-image grids and downloads, loss curves, and the live panel of a background training job.
+image grids and downloads, loss curves and lazy tabs. The panels built from them (training jobs,
+metrics) are in pages/_panels.py.
 
 Pages import from here (``from pages._ui import ...``; Streamlit puts the repo root on sys.path).
 Nothing here does model maths: that lives in genlib. The leading underscore keeps this module
@@ -12,17 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 import torch
 
 import genlib
-from genlib import jobs
 from genlib.checkpoints import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, CheckpointInfo, read_info, resolve
 from genlib.config import Config, ConfigError
-from genlib.images import grid_png, to_png
+from genlib.images import grid_png
 from genlib.model import GenerativeModel
 from genlib.tasks import plain_error
 from genlib.training import pick_device
@@ -246,20 +245,6 @@ def keep_widget_state(key: str, pinned: Any = None) -> None:
         st.session_state[key] = store[key] = value
 
 
-def running_job(key_prefix: str) -> jobs.Job | None:
-    """The job started from ``train_panel(key_prefix=...)`` in this session while it runs, else None."""
-    job_id = st.session_state.get(f"{key_prefix}_job_id")
-    job = jobs.get_job(job_id) if job_id else None
-    return job if job is not None and not job.snapshot().done else None
-
-
-def keep_train_variant(key_prefix: str) -> None:
-    """Call before ``train_panel``: its Variant choice survives page visits, and a form coming back
-    while a job runs shows the running job's variant, so it never shows one model while another trains."""
-    job = running_job(key_prefix)
-    keep_widget_state(f"{key_prefix}_train_family", pinned=job.family if job is not None else None)
-
-
 def _widget(spec: dict[str, Any], key: str, default: Any) -> Any:
     """One input widget for one config field spec (see ``Config.field_specs``); its value is kept
     across page visits (``kept_value``)."""
@@ -376,92 +361,3 @@ def model_tabs(tabs: dict[str, Callable], key: str, picked: "Picked | None",
             except Exception as err:  # an unusual checkpoint must not take the page down
                 logging.getLogger(__name__).exception("tab %r failed", name)  # the class and traceback
                 st.error(f"{name} could not be shown: {plain_error(err)}")
-
-
-# -- background training jobs -------------------------------------------------------------------------
-def _mmss(seconds: float | None) -> str:
-    if seconds is None or not np.isfinite(seconds):
-        return "--:--"
-    seconds = int(round(seconds))
-    return f"{seconds // 60:02d}:{seconds % 60:02d}"
-
-
-def _progress_text(snap: jobs.JobSnapshot) -> str:
-    if not snap.total_steps:
-        return "starting: loading data and building the model…"
-    if snap.done:
-        return f"step {snap.step}/{snap.total_steps} · {snap.status} after {_mmss(snap.elapsed_s)}"
-    return f"step {snap.step}/{snap.total_steps} · ETA {_mmss(snap.eta_s)}"
-
-
-def _render_progress(snap: jobs.JobSnapshot) -> None:
-    # The variant is named here: the form beside it may show another one (after its job ended).
-    family = genlib.families().get(snap.family)
-    variant = f"Variant **{snap.family}** ({family.description}) · " if family is not None else ""
-    st.markdown(f"{variant}run **{snap.title}**")
-    st.progress(min(1.0, snap.fraction), text=_progress_text(snap))
-
-
-LiveRenderer = Callable[[jobs.JobSnapshot, str], None]
-
-
-def _render_live_results(snap: jobs.JobSnapshot, key_prefix: str) -> None:
-    """The default live view: the latest sample grid and the loss curves."""
-    if snap.preview is not None:
-        st.image(to_png(snap.preview, scale=GRID_SCALE), caption=f"samples at step {snap.preview_step}",
-                 output_format="PNG")
-    if snap.history:
-        st.plotly_chart(loss_figure(snap.history, height=280), key=f"{key_prefix}_job_loss_{snap.id}")
-    if snap.message and not snap.done:
-        st.caption(snap.message)
-
-
-@st.fragment(run_every=1.0)
-def _live_job(job_id: str, key_prefix: str, render: LiveRenderer) -> None:
-    """Redraw a running job every second; hand over to a full rerun once it has ended."""
-    job = jobs.get_job(job_id)
-    if job is None:
-        return
-    snap = job.snapshot()
-    if snap.done:
-        st.rerun()  # the full run draws the final state once, without this polling fragment
-    _render_progress(snap)
-    if st.button("Cancel", key=f"{key_prefix}_cancel_{job_id}", icon=":material/stop:"):
-        job.cancel()
-        st.caption("Cancelling after the current step…")
-    render(snap, key_prefix)
-
-
-def job_panel(job_id: str, key_prefix: str, picker_key: str | None = None,
-              render: LiveRenderer = _render_live_results) -> jobs.JobSnapshot | None:
-    """Show a training job: progress with ETA, live loss curves, the live sample grid, Cancel.
-
-    While the job runs, a fragment polls ``genlib.jobs`` every second (the worker thread never
-    touches Streamlit). When it ends, the page reruns once and draws the final state statically
-    with a success / warning / error message and, given the ``picker_key`` of a
-    ``checkpoint_picker``, an "Open this run" button. ``render`` draws the job's results (a
-    family's page passes its own). Returns the snapshot (None if unknown).
-    """
-    job = jobs.get_job(job_id)
-    if job is None:
-        st.info("That training job is gone (the server was restarted). Start a new one.")
-        return None
-    snap = job.snapshot()
-    if not snap.done:
-        _live_job(job_id, key_prefix, render)
-        return snap
-    _render_progress(snap)
-    name = snap.result_path.name if snap.result_path else None
-    if snap.status == "finished":
-        # No icons in these alerts: a Material icon is a font ligature, so its name ("check_circle",
-        # "cancel") would be the first words of the alert's text (innerText, copy and paste).
-        st.success(f"Training finished: the run **{name}** was saved and is now in the model chooser.")
-    elif snap.status == "cancelled":
-        st.warning(f"Training was {snap.message}.")
-    else:
-        st.error(f"Training failed: {snap.message}")
-    if picker_key and snap.result_path is not None:
-        st.button("Open this run", key=f"{key_prefix}_open_run", on_click=select_checkpoint,
-                  args=(picker_key, snap.result_path), icon=":material/open_in_new:")
-    render(snap, key_prefix)
-    return snap
