@@ -196,22 +196,17 @@ def scorecard_key(folder: Path, evaluator: Evaluator, num_samples: int = NUM_EVA
             "evaluator": evaluator.fingerprint, "num_samples": num_samples, "seed": seed, "device": str(device)}
 
 
-def is_local(source: str | Path) -> bool:
-    """True when ``source`` names a folder on this machine (a path, a shipped checkpoint or a run),
-    so finding its stored scorecard needs no download."""
-    try:
-        resolve_local(source)
-    except CheckpointError:
-        return False
-    return True
-
-
 def resolve_local(source: str | Path) -> Path:
     """The folder of a local source; CheckpointError for a hub id or anything else."""
     text = str(source).strip()
     if text and not Path(text).expanduser().is_dir() and "/" in text:
         raise CheckpointError(f"{text} is not a folder on this machine")
     return resolve(text)[0]
+
+
+def _stored(folder: Path, stem: Path, key: dict[str, object]) -> list[Scorecard] | None:
+    """A stored scorecard under ``key``: the score cache first, then the one shipped beside the checkpoint."""
+    return load_scorecards(stem, key) or load_scorecards(folder / SCORECARD_FILE, key)
 
 
 def cached_scorecard(source: str | Path, evaluator: Evaluator, *, num_samples: int = NUM_EVAL_SAMPLES,
@@ -224,11 +219,7 @@ def cached_scorecard(source: str | Path, evaluator: Evaluator, *, num_samples: i
     except (CheckpointError, OSError):
         return None
     stem = _stem(key)
-
-    def stored() -> list[Scorecard] | None:
-        return load_scorecards(stem, key) or load_scorecards(folder / SCORECARD_FILE, key)
-
-    cards = _remember(("scorecards", stem), stored, keep=lambda value: value is not None)
+    cards = _remember(("scorecards", stem), lambda: _stored(folder, stem, key), keep=lambda value: value is not None)
     return dataclasses.replace(cards[0], name=folder.name) if cards else None  # type: ignore[index]
 
 
@@ -243,9 +234,7 @@ def score_checkpoint(source: str | Path, evaluator: Evaluator, *, num_samples: i
     stem = _stem(key)
 
     def stored_or_scored() -> list[Scorecard]:
-        stored = None
-        if use_cache:
-            stored = load_scorecards(stem, key) or load_scorecards(folder / SCORECARD_FILE, key)
+        stored = _stored(folder, stem, key) if use_cache else None
         if stored is not None:
             return stored
         with _SCORING_LOCK:  # one model at a time: two on 2 cores would both finish late
