@@ -122,14 +122,17 @@ def _timeline_frames(timelines: dict, last: int, name: str) -> None:
     """The frame slider and every sampler's x_t and predicted x₀ at that frame.
 
     A fragment: while playing it reruns every PLAY_INTERVAL_S and moves the slider one frame on,
-    so only this part of the page redraws; at the last frame it stops and reruns the whole page,
-    which turns the Pause button back into Play and ends the timer.
+    so only this part of the page redraws; one tick after the last frame it stops and reruns the whole
+    page, which turns the Pause button back into Play and ends the timer.
     """
     if st.session_state.get("dif_playing"):
-        st.session_state["dif_frame"] = min(st.session_state.get("dif_frame", 0) + 1, last)  # slider not drawn yet
-        if st.session_state["dif_frame"] >= last:
+        if st.session_state.get("dif_frame", 0) >= last:
+            # The last frame has been on screen for a tick, so the browser's slider holds it too; only now
+            # rerun the whole page (Play instead of Pause, no more ticks). Setting the slider's state and
+            # rerunning in the same tick raced with the browser's own value and could stop a frame short.
             st.session_state["dif_playing"] = False
-            st.rerun()  # the whole page, showing the last frame: Play instead of Pause, and no more ticks
+            st.rerun()
+        st.session_state["dif_frame"] = st.session_state.get("dif_frame", 0) + 1  # the slider is not drawn yet
     frame = st.slider("Frame (the same step of every sampler)", 0, last, key="dif_frame",
                       help=f"Frame 0 is the starting noise x_T; frame {last} shows the finished samples. "
                            "Play steps through them.")
