@@ -217,18 +217,21 @@ def toy_tab() -> None:
             st.session_state["gan_toy_id"] = new.id
             return new
 
-        cols = st.columns(2)
         try:
-            if cols[0].button("Run" if changed else "Resume", type="primary", key="gan_toy_run",
-                              icon=":material/play_arrow:"):
+            # One full-width button per row: side by side in this narrow column the labels were cut ("One …",
+            # "Resu…"). Run / Resume and Pause are one button that says what a click will do.
+            running = session is not None and session.status == "running" and not changed
+            if running:
+                if st.button("Pause", key="gan_toy_pause", icon=":material/pause:", width="stretch"):
+                    session.pause()
+                    st.rerun()  # redraw the button as Resume
+            elif st.button("Run" if changed else "Resume", type="primary", key="gan_toy_run",
+                           icon=":material/play_arrow:", width="stretch"):
                 if changed:
-                    session = fresh_session(run=True)
+                    fresh_session(run=True)
                 else:
                     session.start(speed)
-            if cols[1].button("Pause", key="gan_toy_pause", disabled=session is None or session.status != "running",
-                              icon=":material/pause:"):
-                session.pause()
-            # One full-width button per row: side by side in this narrow column both labels were cut to "One …".
+                st.rerun()  # redraw the button as Pause
             for phase in ("d", "g"):
                 if st.button(f"One {phase.upper()} step", key=f"gan_toy_step_{phase}", icon=":material/skip_next:",
                              width="stretch", help="Slow mode: one discriminator update, then one generator update."):

@@ -106,10 +106,20 @@ def test_an_unreadable_upload_is_explained_in_words(app_server, page):
 # -- the 2-D toy ------------------------------------------------------------------------------------------
 def test_the_toy_step_buttons_fit_and_the_heatmap_fills_the_axes(app_server, page):
     _open(page, app_server["url"], "GANs", "GANs", "2-D toy")
-    for name in ("One D step", "One G step", "Run", "Pause", "Reset"):
+    def assert_fits(name: str) -> None:
         label = page.get_by_role("button", name=name, exact=True).locator('[data-testid="stMarkdownContainer"]')
         scroll, client = label.evaluate("e => [e.scrollWidth, e.clientWidth]")
         assert scroll <= client, f"the label {name!r} is cut off ({scroll} px of text in {client} px)"
+
+    for name in ("One D step", "One G step", "Run", "Reset"):
+        assert_fits(name)
+    page.get_by_role("button", name="Run", exact=True).click()  # Run becomes Pause, then Resume
+    page.get_by_role("button", name="Pause", exact=True).wait_for()
+    assert_fits("Pause")
+    page.get_by_role("button", name="Pause", exact=True).click()
+    page.get_by_role("button", name="Resume", exact=True).wait_for()
+    wait_idle(page)
+    assert_fits("Resume")
 
     page.get_by_role("button", name="One D step", exact=True).click()
     page.locator('[data-testid="stPlotlyChart"] .heatmaplayer image').first.wait_for()
