@@ -199,3 +199,28 @@ def test_nearest_neighbours_finds_copies(core_mnist):
     dist, idx = nearest_neighbours(queries, train, k=2)
     assert idx[:, 0].tolist() == [17, 230, 5] and dist[0, 0] < 1e-3 and dist[1, 0] < 1e-3
     assert (dist[:, 1] >= dist[:, 0]).all() and dist[2, 0] > 0.5
+
+
+def test_kid_is_the_same_while_another_thread_uses_the_global_rng():
+    import threading
+
+    from genlib.metrics import kid_from_features
+
+    gen = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(1500, 32, generator=gen), torch.randn(1200, 32, generator=gen) + 0.2
+    alone = kid_from_features(real, fake, subset_size=500, seed=4)
+    stop = threading.Event()
+
+    def hammer() -> None:  # a training job in another thread draws from the global RNG all the time
+        while not stop.is_set():
+            torch.manual_seed(123)
+            torch.randn(64)
+
+    worker = threading.Thread(target=hammer, daemon=True)
+    worker.start()
+    try:
+        busy = [kid_from_features(real, fake, subset_size=500, seed=4) for _ in range(5)]
+    finally:
+        stop.set()
+        worker.join()
+    assert all(value == alone for value in busy)
