@@ -8,7 +8,7 @@
 
     OMP_NUM_THREADS=1 python -m benchmarks.diffusion_quality [--num 1000] [--seed 0]
 
-The FD points are cached like the page's steps-vs-quality curve (genlib.diffusion_analysis), so a
+The FD points are cached like the page's steps-vs-quality curve (genlib.families.diffusion.analysis), so a
 rerun on unchanged checkpoints is instant. Writes benchmarks/diffusion_quality.md.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 
 from genlib import load_model
 from genlib.comparison import Evaluator, score_checkpoint
-from genlib.diffusion_analysis import load_steps_quality, save_steps_quality, steps_quality
+from genlib.families.diffusion.analysis import load_steps_quality, save_steps_quality, steps_quality
 from genlib.metrics import class_accuracy
 
 OUT = Path(__file__).with_suffix(".md")

@@ -105,9 +105,11 @@ def main() -> None:
         lines.append(f"| {name} | {m['frechet_distance']:.1f} | {m['kid']:.0f} | {m['precision']:.3f} | "
                      f"{m['recall']:.3f} | {m['num_parameters']:,} | {n} | {secs if secs is None else round(secs)} |")
     table = "\n".join(lines)
-    out.write_text(f"# Shipped DCGAN vs the TensorFlow tutorial DCGAN\n\nCommand: `python -m benchmarks.reference_dcgan`"
+    out.write_text("# Shipped DCGAN vs the TensorFlow tutorial DCGAN\n\n"
+                   f"Command: `python -m benchmarks.reference_dcgan`"
                    f"\n\nBoth trained on the 4,000-digit split for {steps} steps of batch 64; scored on 1,000 samples "
-                   f"(seed 0) against the training digits.\n\n{table}\n\nReference samples: `{out.with_suffix('.png').name}`\n")
+                   f"(seed 0) against the training digits.\n\n{table}\n\n"
+                   f"Reference samples: `{out.with_suffix('.png').name}`\n")
     print(table)
 
 

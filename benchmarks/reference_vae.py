@@ -40,7 +40,7 @@ class ReferenceVAE(GenerativeModel):
     """pytorch/examples' VAE, unchanged apart from living behind genlib's interface."""
 
     Config = ReferenceConfig
-    abilities = frozenset({"log_likelihood"})
+    likelihood = "bound"  # the negative ELBO
     family = "reference-vae"
 
     def __init__(self, config: ReferenceConfig = ReferenceConfig()):

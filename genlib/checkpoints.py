@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from genlib.config import ConfigError
-from genlib.registry import UnknownFamilyError, families, get_family
+from genlib.registry import UnknownFamilyError, all_families, get_family
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -211,7 +211,7 @@ def _claim(folder: Path) -> dict[str, Any] | None:
     reported only if no other family claims the folder.
     """
     refusal = None
-    for name, cls in families().items():
+    for name, cls in all_families().items():
         try:
             model_config = cls.claim_folder(folder)
         except CheckpointError as err:

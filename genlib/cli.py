@@ -1,23 +1,43 @@
-"""``python -m genlib list | train | train-evaluator | sample | eval | half | references | compare | steps-quality``.
+"""``python -m genlib list | train | train-evaluator | sample | eval | half | references | compare``,
+plus the subcommands family packages offer (``COMMANDS``; diffusion adds ``steps-quality``).
 
-Model and training flags for ``train`` are generated from the family's config dataclass, so
-every hyper-parameter the app shows is also a flag here (``--latent-dim 16 --beta 0.5``).
+Model and training flags for ``train`` are generated from the family's config dataclass, and the
+sampling flags of ``sample`` from its ``Sampling`` options, so every setting the app shows is also
+a flag here (``--latent-dim 16 --beta 0.5``, ``--sampler ddpm --steps 100``).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from genlib.checkpoints import CheckpointError, list_checkpoints, load_model
 from genlib.config import Config, ConfigError, TrainConfig
-from genlib.registry import UnknownFamilyError, families, get_family
+from genlib.registry import UnknownFamilyError, all_families, get_family
 from genlib.training import TrainingDiverged, pick_device
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand a family package adds to ``python -m genlib`` (listed in its ``COMMANDS``)."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def family_commands() -> dict[str, Command]:
+    """Every family package's subcommands, by name."""
+    from genlib.families import PACKAGES
+
+    return {cmd.name: cmd for package in PACKAGES.values() for cmd in getattr(package, "COMMANDS", ())}
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, config_cls: type[Config], group_title: str) -> None:
@@ -63,7 +83,7 @@ def cmd_list(_: argparse.Namespace) -> int:
     scores them by its test accuracy. The two are different measures, so each has its own column.
     """
     print("families:")
-    rows = [(name, cls.description, ", ".join(sorted(cls.abilities)) or "-") for name, cls in families().items()]
+    rows = [(name, cls.description, ", ".join(sorted(cls.abilities)) or "-") for name, cls in all_families().items()]
     print("\n".join("  " + line for line in _table(("family", "description", "abilities"), rows)))
     print("checkpoints:")
     rows = [(info.name, info.family, info.origin, _number(info.metrics.get("frechet_distance")),
@@ -75,6 +95,7 @@ def cmd_list(_: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """Train a fresh model of ``args.family`` with flags generated from its config, and save the folder."""
     from genlib.runs import train_run
 
     cls = get_family(args.family)
@@ -102,14 +123,22 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def cmd_train_evaluator(args: argparse.Namespace) -> int:
+    """Train the digit classifier that scores every model, and save it to ``--out``."""
     from genlib.evaluator import main_train
 
     main_train(args.out, epochs=args.epochs, seed=args.seed)
     return 0
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
+def cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """Draw ``--num`` samples with the family's sampling flags and write them (and labels) to an .npz file."""
     model, info = load_model(args.source)
+    # --out lives here, so `sample SOURCE --help` works without it and lists the family's own flags.
+    parser = argparse.ArgumentParser(prog=f"python -m genlib sample {args.source}")
+    parser.add_argument("--out", required=True, help=".npz file to write")
+    _add_config_flags(parser, model.Sampling, f"{info.family} sampling (defaults: this checkpoint's)")
+    opts = parser.parse_args(extra)
+    options = model.sampling_defaults().replace(**_picked(opts, model.Sampling))
     gen = torch.Generator().manual_seed(args.seed)
     labels = None
     if model.conditional:
@@ -117,17 +146,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
             labels = torch.tensor([int(v) for v in args.labels.split(",")])
             if labels.numel() != args.num:
                 labels = labels.repeat(-(-args.num // labels.numel()))[: args.num]
-        else:
-            labels = model.default_labels(args.num)
     elif args.labels:
         raise ConfigError(f"{info.name} is unconditional; --labels does not apply")
-    images = model.sample(args.num, generator=gen, labels=labels).float().cpu().numpy()
-    if images.shape[1] == 1:
+    images = model.draw(args.num, options, generator=gen, labels=model.check_labels(labels, args.num))
+    images = images.float().cpu().numpy()
+    if images.ndim == 4 and images.shape[1] == 1:
         images = images[:, 0]  # (N,H,W) for one channel
     arrays = {"images": images.astype(np.float32)}
-    if labels is not None:
-        arrays["labels"] = labels.cpu().numpy().astype(np.int64)
-    out = Path(args.out)
+    if model.conditional:
+        arrays["labels"] = model.check_labels(labels, args.num).cpu().numpy().astype(np.int64)
+    out = Path(opts.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, **arrays)
     print(f"wrote {images.shape[0]} samples {tuple(images.shape)} to {out}")
@@ -135,13 +163,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    """Score a checkpoint with the shipped evaluator and print every metric as JSON (``--write`` stores them)."""
     from genlib.checkpoints import resolve, write_extra
     from genlib.comparison import Evaluator, score_checkpoint, write_checkpoint_scorecard
     from genlib.evaluation import metrics_dict
 
     evaluator = Evaluator.load()
     card = score_checkpoint(args.source, evaluator, num_samples=args.num, seed=args.seed,
-                            progress=_stderr_progress)
+                            progress=stderr_progress)
     metrics = metrics_dict(card)
     print(json.dumps(metrics, indent=2))
     if args.write:
@@ -155,6 +184,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_half(args: argparse.Namespace) -> int:
+    """Store checkpoints' weights as float16 safetensors."""
     from genlib.checkpoints import resolve, store_half_precision
 
     for source in args.sources:
@@ -166,11 +196,12 @@ def cmd_half(args: argparse.Namespace) -> int:
 
 
 def cmd_references(args: argparse.Namespace) -> int:
+    """Score the reference image sets (real, blurred and noisy digits, noise) and print them as JSON."""
     from genlib.comparison import Evaluator, references, write_shipped_references
     from genlib.evaluation import metrics_dict
 
     evaluator = Evaluator.load()
-    cards = references(evaluator, args.seed, progress=_stderr_progress)
+    cards = references(evaluator, args.seed, progress=stderr_progress)
     print(json.dumps({card.name: metrics_dict(card) for card in cards}, indent=2))
     if args.write:
         print(f"wrote {write_shipped_references(evaluator, cards, args.seed)} (+ .npz)", file=sys.stderr)
@@ -178,10 +209,11 @@ def cmd_references(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    """Score checkpoints side by side and write the report folder; exit 2 if any could not be compared."""
     from genlib.comparison import compare
     from genlib.report import write_report
 
-    comparison = compare(args.sources, seed=args.seed, num_samples=args.num, progress=_stderr_progress)
+    comparison = compare(args.sources, seed=args.seed, num_samples=args.num, progress=stderr_progress)
     for source, message in comparison.errors.items():
         print(f"error: {source}: {message}", file=sys.stderr)
     if not comparison.models:
@@ -191,47 +223,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 2 if comparison.errors else 0
 
 
-def cmd_steps_quality(args: argparse.Namespace) -> int:
-    from genlib.checkpoints import resolve
-    from genlib.diffusion_analysis import (CURVE_SAMPLERS, DEFAULT_CURVE_STEPS, load_steps_quality,
-                                           save_steps_quality, steps_quality)
-
-    folder, _ = resolve(args.source)
-    request = dict(num_samples=args.num, seed=args.seed, steps_grid=args.steps or DEFAULT_CURVE_STEPS,
-                   samplers=args.samplers or CURVE_SAMPLERS)
-    result = load_steps_quality(folder, **request)
-    if result is None:
-        model, _ = load_model(folder)
-        result = steps_quality(model, **request, report=_stderr_progress)
-        save_steps_quality(folder, result)
-    else:
-        print("(from the cache)", file=sys.stderr)
-    print(_steps_quality_table(result))
-    if args.write:
-        print(f"wrote {save_steps_quality(folder, result, into_folder=True)}", file=sys.stderr)
-    return 0
-
-
-def _steps_quality_table(result) -> str:
-    """Fréchet distance (and seconds to draw the samples) by step count (rows) and sampler (columns)."""
-    samplers = list(dict.fromkeys(p.sampler for p in result.points))
-    cells = {(p.sampler, p.steps): f"{p.frechet_distance:8.2f} ({p.seconds:6.1f} s)" for p in result.points}
-    width = max(len(s) for s in [*samplers, next(iter(cells.values()))])
-    lines = [f"Fréchet distance (sampling time) of {result.num_samples} samples, seed {result.seed}"
-             + (f", guidance {result.guidance_scale:g}" if result.guidance_scale is not None else ""),
-             f"{'steps':>6s}  " + "  ".join(f"{s:>{width}s}" for s in samplers)]
-    for steps in dict.fromkeys(p.steps for p in result.points):
-        lines.append(f"{steps:6d}  " + "  ".join(f"{cells.get((s, steps), '-'):>{width}s}" for s in samplers))
-    return "\n".join(lines)
-
-
-def _stderr_progress(fraction: float, message: str) -> None:
+def stderr_progress(fraction: float, message: str) -> None:
+    """A progress callback that redraws one line on stderr."""
     print(f"\r[{fraction:4.0%}] {message[:70]:70s}", end="" if fraction < 1 else "\n", file=sys.stderr, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from genlib.families.diffusion import SAMPLERS
-
+    """The parser of every subcommand, the family packages' included."""
     parser = argparse.ArgumentParser(prog="python -m genlib", description="Train, sample and score generative models.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="families and available checkpoints")
@@ -242,12 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
-    p = sub.add_parser("sample", help="write samples to an .npz file")
+    p = sub.add_parser("sample", help="write samples to an .npz file; `sample SOURCE --help` lists the family's "
+                                      "sampling flags", add_help=False)
     p.add_argument("source", help="checkpoint name, folder or hub id")
     p.add_argument("--num", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--labels", help="comma-separated classes for conditional models (repeated to --num)")
-    p.add_argument("--out", required=True)
     p = sub.add_parser("eval", help="print every metric of a checkpoint as JSON (cached by content)")
     p.add_argument("source", help="checkpoint name, folder or hub id")
     p.add_argument("--num", type=int, default=1000, help="samples to score (default 1000)")
@@ -265,31 +263,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="report folder to write")
     p.add_argument("--num", type=int, default=1000, help="samples per model (default 1000)")
     p.add_argument("--seed", type=int, default=0)
-    p = sub.add_parser("steps-quality", help="Fréchet distance against sampler steps of a diffusion checkpoint "
-                                             "(cached by content)")
-    p.add_argument("source", help="checkpoint name, folder or hub id")
-    p.add_argument("--num", type=int, default=500, help="samples per point (default 500)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, nargs="+", help="step counts to measure (default 5 10 20 50 100)")
-    p.add_argument("--samplers", nargs="+", choices=list(SAMPLERS), help="samplers (default ddpm ddim dpm-solver++)")
-    p.add_argument("--write", action="store_true", help="also store the curve as the checkpoint's steps_quality.json")
+    for command in family_commands().values():
+        command.add_arguments(sub.add_parser(command.name, help=command.help))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; 0 on success, 2 with a one-line message for any error a user can fix."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     try:
         if args.command == "train":
             return cmd_train(args, extra)
+        if args.command == "sample":
+            _check_num(args)
+            return cmd_sample(args, extra)
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        if getattr(args, "num", 1) < 1 or getattr(args, "num", 1) > 100_000:
-            raise ConfigError(f"--num must be between 1 and 100000, got {args.num}")
-        return {"list": cmd_list, "train-evaluator": cmd_train_evaluator, "sample": cmd_sample,
-                "eval": cmd_eval, "half": cmd_half, "references": cmd_references, "compare": cmd_compare,
-                "steps-quality": cmd_steps_quality}[args.command](args)
+        _check_num(args)
+        commands = {"list": cmd_list, "train-evaluator": cmd_train_evaluator, "eval": cmd_eval, "half": cmd_half,
+                    "references": cmd_references, "compare": cmd_compare}
+        commands.update({name: command.run for name, command in family_commands().items()})
+        return commands[args.command](args)
     except (CheckpointError, ConfigError, UnknownFamilyError, ValueError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def _check_num(args: argparse.Namespace) -> None:
+    num = vars(args).get("num")
+    if num is not None and not 1 <= num <= 100_000:
+        raise ConfigError(f"--num must be between 1 and 100000, got {num}")

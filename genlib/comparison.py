@@ -29,12 +29,22 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from genlib.background import ReportFn, Work, start_task
 from genlib.checkpoints import CheckpointError, CheckpointInfo, load_model, resolve, runs_dir, shipped_dir
 from genlib.evaluator import EVALUATOR_NAME, DigitClassifier, load_classifier
-from genlib.registry import families
-from genlib.scoring import (NUM_EVAL_SAMPLES, REFERENCE_SETS, SCORE_VERSION, ProgressFn, ReferenceData, Scorecard,
-                            reference_data, reference_scorecards, score_model)
-from genlib.tasks import ReportFn, Task, start_task
+from genlib.registry import all_families
+from genlib.scoring import (
+    NUM_EVAL_SAMPLES,
+    REFERENCE_SETS,
+    SCORE_VERSION,
+    SCORED_KIND,
+    ProgressFn,
+    ReferenceData,
+    Scorecard,
+    reference_data,
+    reference_scorecards,
+    score_model,
+)
 
 
 def score_cache_dir() -> Path:
@@ -299,11 +309,17 @@ def write_shipped_references(evaluator: Evaluator, cards: Sequence[Scorecard], s
 
 
 # -- what to compare ------------------------------------------------------------------------------------
+def scored_families() -> dict[str, type]:
+    """The registered families whose data kind the evaluator scores (digits), by name: the models
+    Compare puts on one scoreboard. Other kinds are never scored against digits."""
+    return {name: cls for name, cls in all_families().items() if cls.data_kind == SCORED_KIND}
+
+
 def default_selection(infos: Sequence[CheckpointInfo]) -> list[str]:
     """One shipped checkpoint per family group (autoencoders, GANs, diffusion, ...): its
     unconditional model with the lowest stored Fréchet distance, so the default view compares the
     families on equal terms. Conditional models stand in only where a package has nothing else."""
-    registered = families()
+    registered = all_families()
 
     def rank(info: CheckpointInfo) -> tuple[bool, float]:
         fd = info.metrics.get("frechet_distance")
@@ -313,7 +329,7 @@ def default_selection(infos: Sequence[CheckpointInfo]) -> list[str]:
     for info in infos:
         if info.origin == "shipped" and info.family in registered:
             cls = registered[info.family]
-            groups.setdefault(cls.group or cls.__module__, []).append(info)
+            groups.setdefault(cls.group or info.family, []).append(info)
     return [min(group, key=rank).name for group in groups.values()]
 
 
@@ -326,10 +342,10 @@ class ScoringFailure:
 
 # -- scoring in the background -------------------------------------------------------------------------
 def start_scoring(source: str | Path, evaluator: Evaluator, *, num_samples: int = NUM_EVAL_SAMPLES,
-                  seed: int = 0, device: str = "cpu") -> Task:
-    """Score a checkpoint in a background task (shared by every session asking for the same thing);
-    the task's result is the Scorecard, or a ScoringFailure saying why there is none. Poll it with
-    ``Task.snapshot()``; ``Task.cancel()`` stops it at its next progress report."""
+                  seed: int = 0, device: str = "cpu") -> Work:
+    """Score a checkpoint on the background runner (shared by every session asking for the same thing);
+    the work's result is the Scorecard, or a ScoringFailure saying why there is none. Poll it with
+    ``snapshot()``; ``cancel()`` stops it at its next progress report."""
     def run(report: ReportFn, _cancel: threading.Event) -> Scorecard | ScoringFailure:
         report(0.0, "waiting for another model's scoring" if _SCORING_LOCK.locked() else "loading")
         try:
@@ -342,13 +358,14 @@ def start_scoring(source: str | Path, evaluator: Evaluator, *, num_samples: int 
         content = folder_fingerprint(resolve_local(source))
     except (CheckpointError, OSError):
         content = "remote"
-    return start_task(f"score:{source}:{content}:{evaluator.fingerprint[:16]}:{num_samples}:{seed}:{device}", run)
+    return start_task(f"score:{source}:{content}:{evaluator.fingerprint[:16]}:{num_samples}:{seed}:{device}", run,
+                      title=f"scoring {source}")
 
 
-def start_references(evaluator: Evaluator, seed: int = 0) -> Task:
-    """Score the reference rows of ``seed`` in a background task; its result is the list of Scorecards."""
+def start_references(evaluator: Evaluator, seed: int = 0) -> Work:
+    """Score the reference rows of ``seed`` on the background runner; its result is the list of Scorecards."""
     return start_task(f"references:{evaluator.fingerprint[:16]}:{seed}",
-                      lambda report, _cancel: references(evaluator, seed, progress=report))
+                      lambda report, _cancel: references(evaluator, seed, progress=report), title="reference sets")
 
 
 @dataclass

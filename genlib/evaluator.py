@@ -121,7 +121,7 @@ def main_train(out: str | Path, epochs: int = 40, seed: int = 0, log: Callable[[
     split = mnist()
     start = time.perf_counter()
     model = train_classifier(split.train_images, split.train_labels, epochs=epochs, seed=seed,
-                             on_epoch=lambda e, l: log(f"epoch {e}/{epochs} loss {l:.4f}"))
+                             on_epoch=lambda e, loss: log(f"epoch {e}/{epochs} loss {loss:.4f}"))
     acc = (model.predict(split.test_images) == split.test_labels).float().mean().item()
     metrics = {"test_accuracy": acc, "train_seconds": round(time.perf_counter() - start, 1), "epochs": epochs,
                "seed": seed}

@@ -87,14 +87,6 @@ def kid_from_features(real_features: Tensor, fake_features: Tensor, *, subsets: 
     return float(stacked.mean()), float(stacked.std(unbiased=False))
 
 
-@torch.no_grad()
-def kernel_inception_distance(real: Tensor, fake: Tensor, classifier: DigitClassifier,
-                              **kwargs) -> tuple[float, float]:
-    """KID between two image sets in the classifier's features; see ``kid_from_features``."""
-    _check_sizes("KID", real, fake)
-    return kid_from_features(classifier_features(classifier, real), classifier_features(classifier, fake), **kwargs)
-
-
 def _kth_neighbour_radius(features: Tensor, k: int, batch: int = 1000) -> Tensor:
     """Distance from each row of ``features`` (N,D) to its k-th nearest other row: (N,)."""
     radii = []

@@ -15,6 +15,8 @@ _FAMILIES: dict[str, type["GenerativeModel"]] = {}
 
 
 class UnknownFamilyError(KeyError):
+    """No family is registered under that name; the message lists the known ones."""
+
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
 
@@ -33,6 +35,7 @@ def register(name: str) -> Callable[[M], M]:
 
 
 def get_family(name: str) -> type["GenerativeModel"]:
+    """The model class registered as ``name``; UnknownFamilyError (with the known names) otherwise."""
     _load_builtin_families()
     try:
         return _FAMILIES[name]
@@ -42,12 +45,12 @@ def get_family(name: str) -> type["GenerativeModel"]:
         ) from None
 
 
-def families() -> dict[str, type["GenerativeModel"]]:
+def all_families() -> dict[str, type["GenerativeModel"]]:
     """All registered families, by name."""
     _load_builtin_families()
     return dict(sorted(_FAMILIES.items()))
 
 
 def _load_builtin_families() -> None:
-    # Importing the package runs each family module's @register decorators.
+    # Importing the package imports every family package, which runs their @register decorators.
     import genlib.families  # noqa: F401

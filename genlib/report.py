@@ -267,7 +267,8 @@ def report_html(comparison: Comparison, grids: dict[str, bytes]) -> str:
                       for why, names in na_reasons(comparison).items())
     table = scoreboard_html(comparison) + (f"<p>n/a means:</p><ul>{reasons}</ul>" if reasons else "")
     errors = "".join(f"<li>{html.escape(s)}: {html.escape(e)}</li>" for s, e in comparison.errors.items())
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>genlib comparison (seed {comparison.seed})</title>
+    title = f"genlib comparison (seed {comparison.seed})"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;margin:2em}} figure{{display:inline-block;margin:.5em}}
 img{{image-rendering:pixelated}}</style></head><body>
 <h1>Model comparison</h1><p>Seed {comparison.seed}. Models: {html.escape(', '.join(c.name for c in comparison.models))}.

@@ -1,29 +1,51 @@
-"""A training run end to end: build -> train -> evaluate -> save a checkpoint folder.
+"""A training run end to end: build -> train -> evaluate -> save a checkpoint folder, in the
+foreground (``train_run``) or as a background job (``start_training_job``).
 
 The CLI's ``train`` and the app's background jobs both call ``train_run``, so a run trained in
-the browser and a shipped checkpoint are made by the same code and look the same on disk.
+the browser and a shipped checkpoint are made by the same code and look the same on disk. A job
+runs on the one background runner (genlib.background): its worker thread never touches
+Streamlit, and Cancel sets the event the Trainer checks before every step, so a job stops within
+one step (well under a second here) and still saves the partial run.
 """
 from __future__ import annotations
 
 import io
 import json
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from huggingface_hub import ModelCardData
 
-from genlib.checkpoints import save_folder
+from genlib import background
+from genlib.background import Control, Failed, Work
+from genlib.checkpoints import CheckpointError, runs_dir, save_folder
 from genlib.config import Config, TrainConfig
 from genlib.data import training_set
-from genlib.images import grid_png
-from genlib.model import GenerativeModel
+from genlib.images import grid_png, to_grid
+from genlib.model import DIGITS, GenerativeModel
 from genlib.registry import get_family
-from genlib.training import Callback, Trainer, TrainingCancelled, TrainResult, seed_everything
+from genlib.training import (
+    Callback,
+    Progress,
+    Trainer,
+    TrainingCancelled,
+    TrainingDiverged,
+    TrainResult,
+    seed_everything,
+)
 
 PREVIEW_SEED = 1234
+MAX_RUNNING_JOBS = 2    # a 2-core machine gains nothing from more
+PREVIEW_COUNT = 16
+PREVIEW_NROW = 4        # a square 4x4 grid stays large enough to read in a narrow live panel
+HISTOGRAM_COUNT = 100   # fixed-noise samples the evaluator classifies at each snapshot
+MAX_SNAPSHOTS = 64      # older snapshots are thinned (every other one dropped) beyond this
 
 
 class SavedRun(NamedTuple):
@@ -33,8 +55,10 @@ class SavedRun(NamedTuple):
     status: str  # "finished" | "cancelled"
 
 
-def build_model(family: str, model_config: dict[str, Any] | Config | None = None) -> GenerativeModel:
-    """A fresh model of ``family``; ``model_config`` as a dict is validated (unknown keys refused)."""
+def build_model(family: str, model_config: dict[str, Any] | Config | None = None,
+                seed: int | None = None) -> GenerativeModel:
+    """A fresh model of ``family``; ``model_config`` as a dict is validated (unknown keys refused).
+    With ``seed``, the initial weights are seeded (a training run's seed covers them too)."""
     cls = get_family(family)
     if model_config is None:
         config = cls.Config()
@@ -42,6 +66,8 @@ def build_model(family: str, model_config: dict[str, Any] | Config | None = None
         config = cls.Config.from_dict(model_config)
     else:
         config = model_config
+    if seed is not None:
+        seed_everything(seed)
     return cls(config)
 
 
@@ -50,9 +76,8 @@ def preview_samples(model: GenerativeModel, n: int = 64, seed: int = PREVIEW_SEE
     """A fixed-seed sample batch and its grid width; conditional models give one row per class."""
     gen = torch.Generator().manual_seed(seed)
     if model.conditional:
-        k = model.num_classes
-        labels = torch.arange(k).repeat_interleave(k)  # row r = class r
-        return model.sample(k * k, generator=gen, labels=labels).cpu(), k
+        labels = model.class_rows()
+        return model.sample(len(labels), generator=gen, labels=labels).cpu(), model.num_classes
     return model.sample(n, generator=gen).cpu(), 8
 
 
@@ -63,8 +88,11 @@ DATASET_DESCRIPTIONS = {
 
 
 def _dataset(model: GenerativeModel) -> str:
-    """The training set a model's config names ("mnist" unless the family has a ``dataset`` setting)."""
-    return str(getattr(model.config, "dataset", "mnist"))
+    """The offline training set of the model's data kind (see ``GenerativeModel.trained_data``)."""
+    kind = model.trained_data()
+    if kind.dataset is None:
+        raise CheckpointError(f"there is no offline training set for {kind.name}; this model can only be loaded")
+    return kind.dataset
 
 
 def model_card(family: str, model: GenerativeModel, train: TrainConfig, metrics: dict[str, Any],
@@ -103,29 +131,33 @@ def save_run(model: GenerativeModel, train: TrainConfig, result: TrainResult, ou
 def train_run(family: str, model_config: dict[str, Any] | Config | None, train: TrainConfig, out: str | Path, *,
               callbacks: Sequence[Callback] = (), cancel: threading.Event | None = None,
               log: Callable[[str], None] = lambda msg: None, evaluate_model: bool = True) -> SavedRun:
-    """Train a fresh model on its training set (``config.dataset``, MNIST by default) and save it to ``out``.
+    """Train a fresh model (initial weights seeded by ``train.seed``) and save it to ``out``; see ``train_model``."""
+    model = build_model(family, model_config, seed=train.seed)
+    return train_model(model, train, out, callbacks=callbacks, cancel=cancel, log=log, evaluate_model=evaluate_model)
+
+
+def train_model(model: GenerativeModel, train: TrainConfig, out: str | Path, *, callbacks: Sequence[Callback] = (),
+                cancel: threading.Event | None = None, log: Callable[[str], None] = lambda msg: None,
+                evaluate_model: bool = True) -> SavedRun:
+    """Train ``model`` on its training set (its data kind's, MNIST by default) and save it to ``out``.
 
     A cancelled run is still saved (status "cancelled", not evaluated) so no work is lost;
-    a diverged run raises TrainingDiverged and saves nothing. Only MNIST models are evaluated:
+    a diverged run raises TrainingDiverged and saves nothing. Only digit models are evaluated:
     the metrics compare samples with MNIST digits, which says nothing about a faces model.
     """
     from genlib.evaluation import evaluate
 
-    seed_everything(train.seed)  # the seed covers the initial weights too, not only data order and noise
-    model = build_model(family, model_config)
     dataset = _dataset(model)
     images, labels = training_set(dataset)
     trainer = Trainer(train, callbacks, cancel)
-    log(f"training {family} ({model.num_parameters():,} parameters) on {trainer.device}")
+    log(f"training {model.family} ({model.num_parameters():,} parameters) on {trainer.device}")
     result = TrainResult(steps=0)
     try:
         result = trainer.fit(model, images, labels, result=result)
     except TrainingCancelled:
         log(f"cancelled after {result.steps} steps; saving the partial run")
-        with torch.no_grad():  # e.g. the plain AE fits its sampling prior here
-            model.on_train_end(images.to(model.device), labels.to(model.device))
         return SavedRun(save_run(model, train, result, out, {}, status="cancelled"), "cancelled")
-    if evaluate_model and dataset != "mnist":
+    if evaluate_model and model.trained_data() != DIGITS:
         log(f"trained {result.steps} steps in {result.seconds:.0f}s; not evaluated ({dataset} is not MNIST)")
         metrics: dict[str, Any] = {"note": f"not evaluated: the metrics compare samples with MNIST digits, "
                                            f"which is meaningless for a model trained on {dataset!r}"}
@@ -135,3 +167,136 @@ def train_run(family: str, model_config: dict[str, Any] | Config | None, train: 
     path = save_run(model, train, result, out, metrics)
     log(f"saved to {path}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     return SavedRun(path, "finished")
+
+
+# -- background training jobs ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PreviewSnapshot:
+    """What the model drew at one step, from fixed noise: a grid and its class histogram."""
+
+    step: int
+    grid: np.ndarray                 # uint8 grid of PREVIEW_COUNT samples
+    class_counts: list[int] | None   # evaluator's predicted classes of HISTOGRAM_COUNT samples (digit models only)
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A training job's own state in its snapshot (``Snapshot.state``): what it trains, curves, previews."""
+
+    family: str
+    model_config: Config
+    train_config: TrainConfig
+    history: list[dict[str, float]]
+    snapshots: list[PreviewSnapshot]   # oldest first
+    result_path: Path | None           # the saved run, once there is one (a cancelled run is saved too)
+
+    @property
+    def preview(self) -> np.ndarray | None:
+        """The latest fixed-noise grid (uint8), or None before the first snapshot."""
+        return self.snapshots[-1].grid if self.snapshots else None
+
+    @property
+    def preview_step(self) -> int:
+        """The step of the latest preview (0 before the first)."""
+        return self.snapshots[-1].step if self.snapshots else 0
+
+
+class TrainingJob(Work):
+    """``train_model`` on the background runner: progress with ETA, loss history, preview snapshots, cancel."""
+
+    kind = "training"
+    limit = MAX_RUNNING_JOBS
+    busy_message = "{n} training jobs are already running; wait for one or cancel it"
+
+    def __init__(self, model: GenerativeModel, train_config: TrainConfig, name: str | None = None,
+                 out_root: Path | None = None):
+        super().__init__()
+        self.title = name or f"{model.family}-{time.strftime('%Y%m%d-%H%M%S')}-{self.id}"
+        self.out = (out_root or runs_dir()) / self.title
+        self.model: GenerativeModel | None = model   # dropped once trained: the saved run holds it
+        self.family, self.model_config, self.train_config = model.family, model.config, train_config
+        self.history: list[dict[str, float]] = []
+        self.snapshots: list[PreviewSnapshot] = []
+        self.result_path: Path | None = None
+        self._digits = model.trained_data() == DIGITS
+        self._classifier: Any = None
+
+    def view(self) -> JobView:
+        """Copies of the curves and previews, safe to keep."""
+        return JobView(self.family, self.model_config, self.train_config, list(self.history),
+                       list(self.snapshots), self.result_path)
+
+    def run(self, control: Control) -> Path:
+        """Train and save; the saved run's folder is the result. A cancelled run is saved as well."""
+        control.publish(0.0, "loading data and building the model")
+
+        def on_step(progress: Progress, model: GenerativeModel) -> None:
+            snapshot = None
+            if progress.step == 1 or progress.step % self.train_config.preview_every == 0 \
+                    or progress.step == progress.total_steps:
+                snapshot = _preview(model, progress.step, self._evaluator())
+            with self.lock:
+                self.history.append({"step": progress.step, **progress.scalars})
+                if snapshot is not None:
+                    self.snapshots.append(snapshot)
+                    if len(self.snapshots) > MAX_SNAPSHOTS:  # keep the first and the latest, thin the middle
+                        self.snapshots = self.snapshots[:-1:2] + self.snapshots[-1:]
+            control.publish(step=progress.step, total=progress.total_steps, eta_s=progress.eta_s,
+                            message=f"step {progress.step}/{progress.total_steps}")
+
+        model, self.model = self.model, None
+        assert model is not None, "a training job runs once"
+        try:
+            # train_model's status, not the cancel flag: a cancel after the last step (while
+            # evaluating) leaves a finished run, so the job is finished too.
+            path, status = train_model(model, self.train_config, self.out, callbacks=[on_step],
+                                       cancel=control.cancel_event, log=lambda m: control.publish(message=m))
+        except TrainingDiverged as err:
+            raise Failed(f"training diverged: {err}. Nothing was saved.") from None
+        with self.lock:
+            self.result_path = path
+        if status == "cancelled":
+            raise background.Cancelled(f"cancelled at step {len(self.history)}; the partial run was saved as "
+                                       f"{path.name}")
+        control.final_message = f"finished; saved as {path.name}"
+        return path
+
+    def _evaluator(self):
+        """The digit classifier for the snapshots' class histograms (None when it is missing or the model
+        draws something other than digits)."""
+        if self._classifier is None:
+            from genlib.evaluator import load_classifier
+
+            try:
+                self._classifier = load_classifier() if self._digits else False
+            except CheckpointError:
+                self._classifier = False
+        return self._classifier or None
+
+
+@torch.no_grad()
+def _preview(model: GenerativeModel, step: int, classifier=None) -> PreviewSnapshot:
+    """Samples from fixed noise, so successive previews show the same images improving; the
+    evaluator's class histogram of more of them shows mode collapse as it happens."""
+    was_training = model.training
+    model.eval()
+    count = HISTOGRAM_COUNT if classifier is not None else PREVIEW_COUNT
+    gen = torch.Generator().manual_seed(0)
+    images = model.sample(count, generator=gen, labels=model.default_labels(count)).cpu()
+    model.train(was_training)
+    counts = None
+    if classifier is not None:
+        predicted = classifier.predict(images)
+        counts = torch.bincount(predicted, minlength=classifier.config.num_classes).tolist()
+    return PreviewSnapshot(step, to_grid(images[:PREVIEW_COUNT], nrow=PREVIEW_NROW), counts)
+
+
+def start_training_job(family: str, model_config: dict[str, Any] | Config, train_config: TrainConfig,
+                       name: str | None = None, out_root: Path | None = None) -> TrainingJob:
+    """Build the model here (a bad config fails in the caller's thread, with a clear message), then
+    train it on the background runner and return the job at once (RunnerBusy at the job limit)."""
+    model = build_model(family, model_config, seed=train_config.seed)
+    _dataset(model)  # a model with no offline training set is refused now, not in the worker
+    started = background.start(TrainingJob(model, train_config, name, out_root))
+    assert isinstance(started, TrainingJob)
+    return started

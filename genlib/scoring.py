@@ -22,12 +22,21 @@ from torch.utils.flop_counter import FlopCounterMode
 from genlib.data import corrupt, mnist, uniform_noise
 from genlib.evaluator import DigitClassifier
 from genlib.images import to_uint8
-from genlib.metrics import (class_coverage, classifier_features, frechet_distance_from_features,
-                            kid_from_features, kth_neighbour_radius, mean_squared_error, nearest_neighbours, precision_recall)
-from genlib.model import GenerativeModel
+from genlib.metrics import (
+    class_coverage,
+    classifier_features,
+    frechet_distance_from_features,
+    kid_from_features,
+    kth_neighbour_radius,
+    mean_squared_error,
+    nearest_neighbours,
+    precision_recall,
+)
+from genlib.model import DIGITS, GenerativeModel
 
 SCORE_VERSION = 1            # bump when a metric's definition changes: cached scorecards are then recomputed
 NUM_EVAL_SAMPLES = 1000
+SCORED_KIND = DIGITS   # the data kind the evaluator (a digit classifier) scores; other kinds are never scored
 GRID_COUNT = 100             # the first 100 samples form the comparison grid (10 x 10)
 CLOSEST_PAIRS = 8            # samples nearest to a training image, shown as the memorisation check
 EVAL_SHAPE = (1, 28, 28)     # what the digit classifier judges
@@ -59,11 +68,13 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("recall", "recall", "higher", "share of real digits inside the samples' manifold (k=3)"),
     MetricSpec("class_entropy_bits", "class entropy (bits)", "higher",
                "entropy of the classifier's predicted-class histogram; log2(10)=3.32 means all digits equally"),
-    MetricSpec("class_accuracy", "class accuracy", "higher", "conditional models: samples judged as the asked-for digit"),
+    MetricSpec("class_accuracy", "class accuracy", "higher",
+               "conditional models: samples judged as the asked-for digit"),
     MetricSpec("nn_train_distance", "NN distance to train", "",
                "median pixel L2 from a sample to its nearest training digit; near 0 means copying"),
     MetricSpec("bits_per_dim", "bits/dim", "lower", "negative log-likelihood of the test digits per pixel"),
-    MetricSpec("test_recon_mse", "recon MSE", "lower", "autoencoders: mean squared reconstruction error on test digits"),
+    MetricSpec("test_recon_mse", "recon MSE", "lower",
+               "autoencoders: mean squared reconstruction error on test digits"),
     MetricSpec("sample_ms_per_image", "ms / sample", "lower", "wall time to draw one sample on this device", "{:.3g}"),
     MetricSpec("num_parameters", "parameters", "lower", "every trained parameter (a VAE's encoder, a GAN's D too)",
                "{:,.0f}"),
@@ -150,7 +161,8 @@ def _set_metrics(card: Scorecard, images: Tensor, ref: ReferenceData, seed: int)
     feats = classifier_features(ref.classifier, images)
     card.metrics["frechet_distance"] = frechet_distance_from_features(ref.train_features, feats)
     card.metrics["kid"], card.metrics["kid_std"] = kid_from_features(ref.train_features, feats, seed=seed)
-    card.metrics["precision"], card.metrics["recall"] = precision_recall(ref.train_features, feats, real_radii=ref.train_radii)
+    card.metrics["precision"], card.metrics["recall"] = precision_recall(ref.train_features, feats,
+                                                                         real_radii=ref.train_radii)
     predicted = ref.classifier.head(feats.to(next(ref.classifier.parameters()).device)).argmax(1).cpu()
     coverage = class_coverage(predicted, ref.classifier.config.num_classes)
     card.class_counts, card.metrics["class_entropy_bits"] = coverage.counts, coverage.entropy_bits
@@ -192,7 +204,8 @@ def draw_samples(model: GenerativeModel, n: int, seed: int, progress: ProgressFn
     """``n`` samples from ``seed`` (a conditional model gets the classes in equal shares), their
     labels, and the seconds it took."""
     gen = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % model.num_classes if model.conditional else None
+    labels = model.default_labels(n)  # the classes in equal shares for a conditional model, else None
+    labels = labels.cpu() if labels is not None else None
     chunks, start = [], time.perf_counter()
     for lo in range(0, n, chunk):
         part = labels[lo:lo + chunk].to(model.device) if labels is not None else None
@@ -218,11 +231,11 @@ def _test_set_metrics(card: Scorecard, model: GenerativeModel, ref: ReferenceDat
     dev = model.device
     pairs = list(zip(ref.test_images.split(500), ref.test_labels.split(500)))
     cond = (lambda y: y.to(dev)) if model.conditional else (lambda y: None)
-    if model.has("log_likelihood"):
+    if model.has("likelihood"):
         gen = torch.Generator().manual_seed(seed)
         bpd = torch.cat([model.bits_per_dim(x.to(dev), cond(y), generator=gen).cpu() for x, y in pairs])
         card.metrics["bits_per_dim"] = bpd.mean().item()
-        card.metrics["likelihood"] = "bound" if getattr(model, "likelihood_is_bound", True) else "exact"
+        card.metrics["likelihood"] = model.likelihood
     else:
         card.missing["bits_per_dim"] = f"{model.family} has no likelihood to evaluate"
     if model.has("reconstruct"):
@@ -238,6 +251,10 @@ def score_model(model: GenerativeModel, name: str, ref: ReferenceData, *, num_sa
     """Every metric of ``model``: quality, coverage, memorisation, likelihood and cost."""
     if num_samples < 10:
         raise ValueError(f"scoring needs at least 10 samples, got {num_samples}")
+    kind = model.trained_data()
+    if kind != SCORED_KIND:
+        raise ValueError(f"{name} draws {kind.name}; the lab's evaluator is a digit classifier, so it scores "
+                         f"{SCORED_KIND.name} only")
     report = progress or (lambda fraction, message: None)
     model.eval()
     card = Scorecard(name, "model", model.family)

@@ -5,6 +5,7 @@ callbacks, stop-on-NaN and cancellation. The model decides what a step does
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import threading
@@ -67,6 +68,8 @@ class Progress:
 
 @dataclass
 class TrainResult:
+    """What a fit did: steps run, one history row per step, and wall time."""
+
     steps: int
     history: list[dict[str, float]] = field(default_factory=list)  # one row per step
     seconds: float = 0.0
@@ -158,12 +161,23 @@ class Trainer:
                     progress = Progress(self._step, total, epoch + 1, out.scalars, time.perf_counter() - start)
                     for cb in self.callbacks:
                         cb(progress, model)
-        finally:
-            result.seconds = time.perf_counter() - start
-            if self.ema is not None and result.steps:
-                # Ship the averaged weights: copy them into the model the caller holds.
-                model.load_state_dict(self.ema.module.state_dict())
-            model.eval()
+        except BaseException:  # cancelled (the partial run is saved) or diverged: finish the model all the same
+            try:
+                self._finish(model, images, labels, result, start)
+            except Exception:  # never hide why the run stopped behind a second error
+                logging.getLogger(__name__).exception("finishing the model after the run stopped failed")
+            raise
+        self._finish(model, images, labels, result, start)
+        return result
+
+    def _finish(self, model: GenerativeModel, images: Tensor, labels: Tensor, result: TrainResult,
+                start: float) -> None:
+        """Every exit path: record the time, ship the EMA weights, switch to eval mode and call
+        ``on_train_end`` (the plain AE fits its sampling prior there)."""
+        result.seconds = time.perf_counter() - start
+        if self.ema is not None and result.steps:
+            # Ship the averaged weights: copy them into the model the caller holds.
+            model.load_state_dict(self.ema.module.state_dict())
+        model.eval()
         with torch.no_grad():
             model.on_train_end(images.to(self.device), labels.to(self.device))
-        return result

@@ -8,26 +8,35 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 import genlib
-from genlib import jobs
+from genlib import background
+from genlib.background import RunnerBusy, Snapshot, Work
 from genlib.checkpoints import WEIGHTS_FILE
 from genlib.images import grid_png, to_png
-from genlib.jobs import JobLimitError, get_job, start_training_job
-from genlib.runs import preview_samples
+from genlib.runs import JobView, preview_samples, start_training_job
 from genlib.scoring import METRIC_BY_KEY, metric_title
-from pages._ui import (GRID_SCALE, Picked, config_widgets, download_png, global_seed, keep_widget_state, loss_figure,
-                       make_config, select_checkpoint)
+from pages._ui import (
+    GRID_SCALE,
+    Picked,
+    config_widgets,
+    download_png,
+    global_seed,
+    keep_widget_state,
+    loss_figure,
+    make_config,
+    progress_text,
+    select_checkpoint,
+    watch,
+)
 
 
-def running_job(key_prefix: str) -> jobs.Job | None:
+def running_job(key_prefix: str) -> Work | None:
     """The job started from ``train_panel(key_prefix=...)`` in this session while it runs, else None."""
-    job_id = st.session_state.get(f"{key_prefix}_job_id")
-    job = jobs.get_job(job_id) if job_id else None
+    job = background.get(st.session_state.get(f"{key_prefix}_job_id"))
     return job if job is not None and not job.snapshot().done else None
 
 
@@ -35,94 +44,76 @@ def keep_train_variant(key_prefix: str) -> None:
     """Call before ``train_panel``: its Variant choice survives page visits, and a form coming back
     while a job runs shows the running job's variant, so it never shows one model while another trains."""
     job = running_job(key_prefix)
-    keep_widget_state(f"{key_prefix}_train_family", pinned=job.family if job is not None else None)
+    keep_widget_state(f"{key_prefix}_train_family", pinned=job.snapshot().state.family if job is not None else None)
 
 
 # -- background training jobs -------------------------------------------------------------------------
-def _mmss(seconds: float | None) -> str:
-    if seconds is None or not np.isfinite(seconds):
-        return "--:--"
-    seconds = int(round(seconds))
-    return f"{seconds // 60:02d}:{seconds % 60:02d}"
-
-
-def _progress_text(snap: jobs.JobSnapshot) -> str:
-    if not snap.total_steps:
-        return "starting: loading data and building the model…"
-    if snap.done:
-        return f"step {snap.step}/{snap.total_steps} · {snap.status} after {_mmss(snap.elapsed_s)}"
-    return f"step {snap.step}/{snap.total_steps} · ETA {_mmss(snap.eta_s)}"
-
-
-def _render_progress(snap: jobs.JobSnapshot) -> None:
+def _render_progress(snap: Snapshot) -> None:
     # The variant is named here: the form beside it may show another one (after its job ended).
-    family = genlib.families().get(snap.family)
-    variant = f"Variant **{snap.family}** ({family.description}) · " if family is not None else ""
+    view: JobView = snap.state
+    family = genlib.all_families().get(view.family)
+    variant = f"Variant **{view.family}** ({family.description}) · " if family is not None else ""
     st.markdown(f"{variant}run **{snap.title}**")
-    st.progress(min(1.0, snap.fraction), text=_progress_text(snap))
+    text = progress_text(snap) if snap.total_steps else "starting: loading data and building the model…"
+    st.progress(min(1.0, snap.fraction), text=text)
 
 
-LiveRenderer = Callable[[jobs.JobSnapshot, str], None]
+LiveRenderer = Callable[[Snapshot, str], None]
 
 
-def _render_live_results(snap: jobs.JobSnapshot, key_prefix: str) -> None:
+def _render_live_results(snap: Snapshot, key_prefix: str) -> None:
     """The default live view: the latest sample grid and the loss curves."""
-    if snap.preview is not None:
-        st.image(to_png(snap.preview, scale=GRID_SCALE), caption=f"samples at step {snap.preview_step}",
+    view: JobView = snap.state
+    if view.preview is not None:
+        st.image(to_png(view.preview, scale=GRID_SCALE), caption=f"samples at step {view.preview_step}",
                  output_format="PNG")
-    if snap.history:
-        st.plotly_chart(loss_figure(snap.history, height=280), key=f"{key_prefix}_job_loss_{snap.id}")
+    if view.history:
+        st.plotly_chart(loss_figure(view.history, height=280), key=f"{key_prefix}_job_loss_{snap.id}")
     if snap.message and not snap.done:
         st.caption(snap.message)
 
 
-@st.fragment(run_every=1.0)
-def _live_job(job_id: str, key_prefix: str, render: LiveRenderer) -> None:
-    """Redraw a running job every second; hand over to a full rerun once it has ended."""
-    job = jobs.get_job(job_id)
-    if job is None:
-        return
-    snap = job.snapshot()
-    if snap.done:
-        st.rerun()  # the full run draws the final state once, without this polling fragment
+def _live_job(snaps: list[Snapshot], key_prefix: str, render: LiveRenderer) -> None:
+    """A running job's live panel, redrawn every second by ``watch``."""
+    snap = snaps[0]
     _render_progress(snap)
-    if st.button("Cancel", key=f"{key_prefix}_cancel_{job_id}", icon=":material/stop:"):
-        job.cancel()
+    if st.button("Cancel", key=f"{key_prefix}_cancel_{snap.id}", icon=":material/stop:"):
+        background.get(snap.id).cancel()
         st.caption("Cancelling after the current step…")
     render(snap, key_prefix)
 
 
 def job_panel(job_id: str, key_prefix: str, picker_key: str | None = None,
-              render: LiveRenderer = _render_live_results) -> jobs.JobSnapshot | None:
+              render: LiveRenderer = _render_live_results) -> Snapshot | None:
     """Show a training job: progress with ETA, live loss curves, the live sample grid, Cancel.
 
-    While the job runs, a fragment polls ``genlib.jobs`` every second (the worker thread never
-    touches Streamlit). When it ends, the page reruns once and draws the final state statically
-    with a success / warning / error message and, given the ``picker_key`` of a
+    While the job runs, ``watch`` polls the background runner every second (the worker thread
+    never touches Streamlit). When it ends, the page reruns once and draws the final state
+    statically with a success / warning / error message and, given the ``picker_key`` of a
     ``checkpoint_picker``, an "Open this run" button. ``render`` draws the job's results (a
     family's page passes its own). Returns the snapshot (None if unknown).
     """
-    job = jobs.get_job(job_id)
+    job = background.get(job_id)
     if job is None:
         st.info("That training job is gone (the server was restarted). Start a new one.")
         return None
     snap = job.snapshot()
     if not snap.done:
-        _live_job(job_id, key_prefix, render)
+        watch([job_id], lambda snaps: _live_job(snaps, key_prefix, render))
         return snap
     _render_progress(snap)
-    name = snap.result_path.name if snap.result_path else None
+    path = snap.state.result_path
     if snap.status == "finished":
         # No icons in these alerts: a Material icon is a font ligature, so its name ("check_circle",
         # "cancel") would be the first words of the alert's text (innerText, copy and paste).
-        st.success(f"Training finished: the run **{name}** was saved and is now in the model chooser.")
+        st.success(f"Training finished: the run **{path.name}** was saved and is now in the model chooser.")
     elif snap.status == "cancelled":
         st.warning(f"Training was {snap.message}.")
     else:
         st.error(f"Training failed: {snap.message}")
-    if picker_key and snap.result_path is not None:
+    if picker_key and path is not None:
         st.button("Open this run", key=f"{key_prefix}_open_run", on_click=select_checkpoint,
-                  args=(picker_key, snap.result_path), icon=":material/open_in_new:")
+                  args=(picker_key, path), icon=":material/open_in_new:")
     render(snap, key_prefix)
     return snap
 
@@ -132,14 +123,13 @@ def train_panel(family_names: Sequence[str], key_prefix: str, train_fields: Sequ
                 model_defaults: Callable[[str], dict[str, Any]] | None = None) -> None:
     """Settings generated from the chosen family's config on the left; the live job on the right.
 
-    The job runs in genlib.jobs (a worker thread), so switching tabs or pages does not stop it;
+    The job runs on the background runner (a worker thread), so switching tabs or pages does not stop it;
     the job id lives in ``{key_prefix}_job_id`` and the finished run opens in the picker
     ``{key_prefix}_model``.
     """
-    families = genlib.families()
+    families = genlib.all_families()
     job_id = st.session_state.get(f"{key_prefix}_job_id")
-    job = get_job(job_id) if job_id else None
-    running = job is not None and not job.snapshot().done
+    running = running_job(key_prefix) is not None
     settings, panel = st.columns([2, 3], gap="large")
     with settings:
         keep_train_variant(key_prefix)  # the chosen (or running) variant survives a visit to another page
@@ -161,7 +151,7 @@ def train_panel(family_names: Sequence[str], key_prefix: str, train_fields: Sequ
             if model_config is not None and train_config is not None:
                 try:
                     job = start_training_job(family, model_config, train_config)
-                except (JobLimitError, genlib.ConfigError) as err:
+                except (RunnerBusy, genlib.ConfigError) as err:
                     st.error(str(err))
                 else:
                     st.session_state[f"{key_prefix}_job_id"] = job.id

@@ -9,6 +9,7 @@ out of the page list.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -19,11 +20,12 @@ import streamlit as st
 import torch
 
 import genlib
-from genlib.checkpoints import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, CheckpointInfo, read_info, resolve
+from genlib import background
+from genlib.background import Snapshot, plain_error
+from genlib.checkpoints import CONFIG_FILE, REPO_ROOT, WEIGHTS_FILE, CheckpointError, CheckpointInfo, read_info, resolve
 from genlib.config import Config, ConfigError
 from genlib.images import grid_png
 from genlib.model import GenerativeModel
-from genlib.tasks import plain_error
 from genlib.training import pick_device
 
 GRID_SCALE = 3  # on-screen enlargement of 28x28 digits (nearest neighbour, crisp)
@@ -69,9 +71,45 @@ def global_seed() -> int:
     return int(st.session_state.get("global_seed", 0))
 
 
-def families_in(module: str) -> list[str]:
-    """Names of the registered families defined in ``module``: the families one page covers."""
-    return [name for name, cls in genlib.families().items() if cls.__module__ == module]
+def page_families(page_file: str) -> list[str]:
+    """Names of the registered families that declare ``page_file`` (a page passes ``__file__``) as their page."""
+    page = Path(page_file).resolve()
+    return [name for name, cls in genlib.all_families().items()
+            if cls.page and (REPO_ROOT / cls.page).resolve() == page]
+
+
+# -- background work ------------------------------------------------------------------------------------
+def _watched(work_ids: tuple[str, ...], draw: Callable[[list[Snapshot]], None]) -> None:
+    snaps = [work.snapshot() for work_id in work_ids if (work := background.get(work_id)) is not None]
+    if len(snaps) < len(work_ids) or any(not snap.running for snap in snaps):
+        st.rerun()  # one has ended (or paused): the full run draws its final state once, without polling
+    draw(snaps)
+
+
+def watch(work_ids: Sequence[str], draw: Callable[[list[Snapshot]], None], every: float = 1.0) -> None:
+    """The one polling fragment of the app: redraw running background work every ``every`` seconds.
+
+    ``draw(snapshots)`` draws their live state (progress, curves, a Cancel button). As soon as one
+    of them ends or pauses, the whole page reruns once and draws it without this fragment, so
+    work that is not running costs nothing. The worker threads never touch Streamlit.
+    """
+    st.fragment(_watched, run_every=every)(tuple(work_ids), draw)
+
+
+def progress_text(snap: Snapshot) -> str:
+    """'step 40/200 · ETA 00:12' (or the fraction) while running; how long it took once ended."""
+    done = f"{snap.status} after {mmss(snap.elapsed_s)}" if snap.done else f"ETA {mmss(snap.eta_s)}"
+    if snap.total_steps:
+        return f"step {snap.step}/{snap.total_steps} · {done}"
+    return f"{snap.fraction:.0%} · {snap.message} · {done}" if not snap.done else done
+
+
+def mmss(seconds: float | None) -> str:
+    """Seconds as mm:ss ("--:--" when unknown)."""
+    if seconds is None or not math.isfinite(seconds):
+        return "--:--"
+    seconds = int(round(seconds))
+    return f"{seconds // 60:02d}:{seconds % 60:02d}"
 
 
 # -- cached loaders ---------------------------------------------------------------------------------
@@ -287,6 +325,13 @@ def config_widgets(config_cls: type[Config], key_prefix: str, defaults: dict[str
             default = (defaults or {}).get(spec["name"], spec["default"])
             values[spec["name"]] = _widget(spec, f"{key_prefix}_{spec['name']}", default)
     return values
+
+
+def sampling_widgets(model: GenerativeModel, key_prefix: str, columns: int = 1) -> Config | None:
+    """Widgets generated from the family's declared sampling options (``model.Sampling``), starting
+    at the model's own defaults; the options (None after an error shown on the page)."""
+    values = config_widgets(model.Sampling, key_prefix, defaults=model.sampling_defaults().to_dict(), columns=columns)
+    return make_config(model.Sampling, values)
 
 
 def make_config(config_cls: type[Config], values: dict[str, Any]) -> Config | None:

@@ -3,7 +3,7 @@
 Choose a checkpoint, then look at samples, reconstructions, the latent space, interpolations and
 anomaly scores, train a new model in the background, or download a checkpoint's files. What is
 shown follows the model's abilities (``model.has``, ``model.conditional``, ``latent_dim``),
-never its family name. The maths lives in ``genlib.analysis``; this file only draws.
+never its family name. The maths lives in ``genlib.families.autoencoders.analysis``; this file only draws.
 Session-state keys start with ``ae_``.
 """
 
@@ -13,15 +13,24 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import genlib
-from genlib import analysis
 from genlib.data import UploadError, lfw_faces, load_upload, mnist, uniform_noise
+from genlib.families.autoencoders import analysis
 from pages._panels import metrics_panel, train_panel
-from pages._ui import (Picked, checkpoint_picker, download_png, families_in, global_seed,
-                       model_tabs, require_router, select_checkpoint, show_grid)
+from pages._ui import (
+    Picked,
+    checkpoint_picker,
+    download_png,
+    global_seed,
+    model_tabs,
+    page_families,
+    require_router,
+    select_checkpoint,
+    show_grid,
+)
 
 require_router()
 
-FAMILIES = families_in("genlib.families.autoencoders")
+FAMILIES = page_families(__file__)
 TRAIN_FIELDS = ("epochs", "batch_size", "lr", "preview_every")
 NUM_OUTLIERS = 100  # faces and noise images in the anomaly test
 
@@ -74,7 +83,7 @@ def reconstructions_tab(p: Picked) -> None:
     noise = None
     if m.has("denoise"):
         noise = right.slider("Noise level (std of the Gaussian pixel noise)", 0.0, 2.0,
-                             float(getattr(m.config, "noise_std", 0.5)), 0.05, key="ae_rec_noise",
+                             float(m.config.noise_std), 0.05, key="ae_rec_noise",
                              help="The model was trained with the level it starts at.")
     r = analysis.reconstructions(m, x, y, noise_std=noise, seed=seed)
     show_grid(r["input"], 16, "input", scale=2)
@@ -143,7 +152,7 @@ def latent_tab(p: Picked) -> None:
     with manifold:
         digit = digit_choice(m, "Draw the grid as digit", "ae_manifold_digit")
         grid = analysis.manifold_grid(m, n=15, label=digit)
-        spans = ("standard-normal quantiles 5%…95%" if m.has("log_likelihood")
+        spans = ("standard-normal quantiles 5%…95%" if m.has("likelihood")
                  else "mean ± 2 std of the Gaussian fitted to the training codes")
         show_grid(grid, 15, f"decoded 15x15 grid over z1 (left→right) and z2 (bottom→top): {spans}", scale=2)
 

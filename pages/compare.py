@@ -14,16 +14,25 @@ import pandas as pd
 import streamlit as st
 
 import genlib
-from genlib.comparison import (Comparison, Evaluator, ScoringFailure, cached_references, cached_scorecard,
-                               default_selection, start_references, start_scoring)
+from genlib import background
+from genlib.background import Snapshot
+from genlib.comparison import (
+    Comparison,
+    Evaluator,
+    ScoringFailure,
+    cached_references,
+    cached_scorecard,
+    default_selection,
+    scored_families,
+    start_references,
+    start_scoring,
+)
 from genlib.data import mnist
 from genlib.images import from_uint8, to_grid, to_png
 from genlib.metrics import nearest_neighbours
-from genlib.report import (FIGURES, na_reasons, report_zip, safe_name, scoreboard_frame, scoreboard_html,
-                           scorecard_png)
+from genlib.report import FIGURES, na_reasons, report_zip, safe_name, scoreboard_frame, scoreboard_html, scorecard_png
 from genlib.scoring import METRIC_BY_KEY, METRICS, NUM_EVAL_SAMPLES, Scorecard
-from genlib.tasks import TaskSnapshot, get_task
-from pages._ui import GRID_SCALE, global_seed, require_router
+from pages._ui import GRID_SCALE, global_seed, require_router, watch
 
 require_router()
 
@@ -56,7 +65,8 @@ def seed_from_url() -> int | None:
     return None
 
 
-available = {info.name: info for info in genlib.list_checkpoints()}
+scored = scored_families()  # one scoreboard per data kind; today the evaluator scores digits
+available = {info.name: info for info in genlib.list_checkpoints() if info.family in scored}
 if "cmp_models" not in st.session_state:  # a new session: the link decides, else one model per family
     st.session_state["cmp_models"] = list(dict.fromkeys(st.query_params.get_all("cmp_models"))) or \
         default_selection(list(available.values()))
@@ -88,7 +98,7 @@ if not chosen:
 # -- scorecards: stored ones at once, the rest in background tasks --------------------------------------------
 cancelled: set[str] = st.session_state.setdefault("cmp_cancelled", set())
 ready: dict[str, Scorecard] = {}
-pending: dict[str, TaskSnapshot] = {}
+pending: dict[str, Snapshot] = {}
 errors: dict[str, str] = {}
 for source in chosen:
     card = cached_scorecard(source, evaluator(), seed=seed)
@@ -99,9 +109,9 @@ for source in chosen:
         errors[source] = "scoring was cancelled"
         continue
     snap = start_scoring(source, evaluator(), seed=seed).snapshot()
-    if snap.status == "done" and isinstance(snap.result, Scorecard):
+    if snap.status == "finished" and isinstance(snap.result, Scorecard):
         ready[source] = snap.result
-    elif snap.status == "done" and isinstance(snap.result, ScoringFailure):
+    elif snap.status == "finished" and isinstance(snap.result, ScoringFailure):
         errors[source] = snap.result.message
     elif snap.status == "running":
         pending[source] = snap
@@ -111,25 +121,22 @@ refs = cached_references(evaluator(), seed)
 refs_task = None
 if refs is None:
     refs_task = start_references(evaluator(), seed).snapshot()
-    refs = refs_task.result if refs_task.status == "done" else []
+    refs = refs_task.result if refs_task.status == "finished" else []
 cards = [ready[s] for s in chosen if s in ready]
 comparison = Comparison(seed, cards, refs, errors)
 
 
 def cancel_scoring(source: str, task_id: str) -> None:
-    task = get_task(task_id)
+    task = background.get(task_id)
     if task is not None:
         task.cancel()
     cancelled.add((source, seed))
 
 
-@st.fragment(run_every=1.0)
-def scoring_progress(task_ids: dict[str, str]) -> None:
-    """Live progress of the background scoring; the whole page reruns as soon as one has finished."""
-    snaps = {source: task.snapshot() for source, task_id in task_ids.items() if (task := get_task(task_id))}
-    if len(snaps) < len(task_ids) or any(snap.done for snap in snaps.values()):
-        st.rerun()
-    for source, snap in snaps.items():
+def scoring_progress(snaps: list[Snapshot], sources: dict[str, str]) -> None:
+    """Live progress of the background scoring (``watch`` reruns the page as soon as one has finished)."""
+    for snap in snaps:
+        source = sources[snap.id]
         bar, button = st.columns([6, 1], vertical_alignment="bottom")
         bar.progress(snap.fraction, text=f"Scoring **{source}** in the background… {snap.fraction:.0%} · "
                                          f"{snap.message}")
@@ -140,10 +147,10 @@ def scoring_progress(task_ids: dict[str, str]) -> None:
 if pending or (refs_task is not None and refs_task.status == "running"):
     st.caption("Rows that are ready are shown below; the others fill in as their scoring finishes "
                f"({NUM_EVAL_SAMPLES:,} samples each, one model at a time).")
-    watched = {source: snap.id for source, snap in pending.items()}
+    watched = {snap.id: source for source, snap in pending.items()}
     if refs_task is not None and refs_task.status == "running":
-        watched["the reference sets"] = refs_task.id
-    scoring_progress(watched)
+        watched[refs_task.id] = "the reference sets"
+    watch(list(watched), lambda snaps: scoring_progress(snaps, watched))
 for source, message in errors.items():
     left, right = st.columns([6, 1], vertical_alignment="center")
     left.error(f"**{source}**: {message}")

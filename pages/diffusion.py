@@ -4,8 +4,8 @@ Choose a checkpoint, then draw samples with four samplers, watch the reverse pro
 frame with several samplers side by side, drag t through the forward process and its noise
 schedule, measure how quality grows with sampler steps, click a pixel to see where the UNet's
 attention looks, and inpaint or SDEdit a digit; or train a model in the background.
-The maths lives in genlib (families/diffusion.py, diffusion_tools.py, diffusion_analysis.py);
-this file and its helpers (_diffusion_views.py, _diffusion_lab.py) only draw.
+The maths lives in the genlib diffusion family package (genlib/families/diffusion/); this page and
+its parts in pages/diffusion/ (views.py, lab.py) only draw.
 Session-state keys start with ``dif_``; no tensors are kept there (PNG bytes and numpy arrays only).
 """
 import io
@@ -18,20 +18,37 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from genlib.diffusion_analysis import reverse_timelines, timeline_gif
-from genlib.families.diffusion import SAMPLERS
+from genlib.background import Snapshot
+from genlib.families.diffusion import SAMPLERS, reverse_timelines, timeline_gif
 from genlib.images import grid_png, to_png
-from genlib.jobs import JobSnapshot, get_job
-from pages._diffusion_lab import attention_tab, editing_tab, steps_quality_tab
-from pages._diffusion_views import (digits_fit, guidance_input, note_speed, recall, remember, schedule_figure,
-                                    step_progress, test_digit_input, warn_if_slow)
 from pages._panels import metrics_panel, train_panel
-from pages._ui import (GRID_SCALE, Picked, checkpoint_picker, download_png, families_in, global_seed,
-                       model_tabs, require_router, scalars_figure)
+from pages._ui import (
+    GRID_SCALE,
+    Picked,
+    checkpoint_picker,
+    download_png,
+    global_seed,
+    model_tabs,
+    page_families,
+    require_router,
+    scalars_figure,
+)
+from pages.diffusion.lab import attention_tab, editing_tab, steps_quality_tab
+from pages.diffusion.views import (
+    digits_fit,
+    guidance_input,
+    note_speed,
+    recall,
+    remember,
+    schedule_figure,
+    step_progress,
+    test_digit_input,
+    warn_if_slow,
+)
 
 require_router()
 
-FAMILIES = families_in("genlib.families.diffusion")
+FAMILIES = page_families(__file__)
 SAMPLER_NAMES = list(SAMPLERS)
 SAMPLER_HELP = ("ddpm: ancestral sampling, fresh noise every step, needs many steps · ddim: deterministic at η=0, "
                 "good in 20-50 steps · dpm-solver++: a second-order solver, good in 10-20 steps · euler: "
@@ -66,7 +83,7 @@ def samples_tab(p: Picked) -> None:
         guidance = guidance_input(m, "dif_guidance")
         if m.conditional:
             nrow = st.slider("Samples per digit (one row each)", 1, 10, 8, key="dif_per_digit")
-            labels, what = torch.arange(m.num_classes).repeat_interleave(nrow), "one row per digit"
+            labels, what = m.class_rows(nrow).cpu(), "one row per digit"
             n = len(labels)
         else:
             n = st.select_slider("Samples", [4, 16, 36, 64], 16, key="dif_count")
@@ -79,8 +96,9 @@ def samples_tab(p: Picked) -> None:
         if clicked:
             on_step = step_progress(f"Sampling {n} images with {sampler}")
             began = time.perf_counter()
-            images = m.sample(n, generator=torch.Generator().manual_seed(seed), labels=labels, sampler=sampler,
-                              steps=steps, eta=eta, guidance_scale=guidance, callback=on_step)
+            options = {"sampler": sampler, "steps": steps, "eta": eta} | (
+                {"guidance_scale": guidance} if guidance is not None else {})
+            images = m.draw(n, options, generator=torch.Generator().manual_seed(seed), labels=labels, callback=on_step)
             note_speed(p.path, time.perf_counter() - began, calls)
             remember("dif_samples", settings_key, grid_png(images, nrow, scale=GRID_SCALE))
             st.rerun()  # draw the grid without the finished progress bar
@@ -231,14 +249,14 @@ def _gray(image: torch.Tensor) -> np.ndarray:
 
 
 # -- training ----------------------------------------------------------------------------------------
-def diffusion_live(snap: JobSnapshot, key_prefix: str) -> None:
+def diffusion_live(snap: Snapshot, key_prefix: str) -> None:
     """The loss (and plain MSE), a note on the EMA weights, and the latest fixed-noise preview."""
+    view = snap.state
     left, right = st.columns([3, 2])
     with left:
-        if snap.history:
-            st.plotly_chart(history_figure(snap.history), key=f"{key_prefix}_live_loss_{snap.id}")
-        job = get_job(snap.id)
-        decay = job.train_config.ema_decay if job is not None else 0.0
+        if view.history:
+            st.plotly_chart(history_figure(view.history), key=f"{key_prefix}_live_loss_{snap.id}")
+        decay = view.train_config.ema_decay
         if decay:
             st.caption(f"EMA on (decay {decay:g}, averaging roughly the last {1 / (1 - decay):.0f} steps): previews "
                        "show the raw weights, the saved run keeps the smoother averaged ones.")
@@ -246,8 +264,8 @@ def diffusion_live(snap: JobSnapshot, key_prefix: str) -> None:
             st.caption("EMA off: the saved run keeps the last weights. An EMA (decay 0.99-0.999) usually gives "
                        "cleaner samples from diffusion models.")
     with right:
-        if snap.preview is not None:
-            st.image(to_png(snap.preview, scale=GRID_SCALE), caption=f"samples at step {snap.preview_step}",
+        if view.preview is not None:
+            st.image(to_png(view.preview, scale=GRID_SCALE), caption=f"samples at step {view.preview_step}",
                      output_format="PNG")
         else:
             st.caption("Samples appear after the first step.")

@@ -5,7 +5,7 @@ nearest training images, or train a GAN in the background and watch its losses, 
 fixed-noise snapshots (scrubbable) and their class histogram, where mode collapse shows. The 2-D
 toy trains small G and D nets on point clouds in the spirit of GAN Lab: D's decision surface, the
 generated points and the gradient arrows that move them, live or one D/G step at a time.
-The maths lives in genlib (families/gan.py, toy2d.py, metrics.py); this file only draws.
+The maths lives in genlib (the gan family package, metrics.py); this file only draws.
 Session-state keys start with ``gan_``.
 """
 import numpy as np
@@ -14,20 +14,33 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from genlib import ConfigError
+from genlib import ConfigError, background
+from genlib.background import RunnerBusy, Snapshot
 from genlib.data import mnist
-from genlib.families.gan import slerp
-from genlib.jobs import JobSnapshot
-from genlib.metrics import coverage_from_counts, nearest_neighbours
-from genlib.toy2d import ToyConfig, ToyLimitError, get_toy_session, start_toy_session
-from pages._panels import metrics_panel, train_panel
-from pages._ui import (GRID_SCALE, Picked, checkpoint_picker, config_widgets, download_png, families_in, global_seed,
-                       make_config, model_tabs, require_router, scalars_figure, show_grid)
+from genlib.families.gan import ToyConfig, ToySession, ToySnapshot, slerp, start_toy_session
 from genlib.images import to_grid, to_png
+from genlib.metrics import coverage_from_counts, nearest_neighbours
+from pages._panels import metrics_panel, train_panel
+from pages._ui import (
+    GRID_SCALE,
+    Picked,
+    checkpoint_picker,
+    config_widgets,
+    download_png,
+    global_seed,
+    make_config,
+    model_tabs,
+    page_families,
+    require_router,
+    sampling_widgets,
+    scalars_figure,
+    show_grid,
+    watch,
+)
 
 require_router()
 
-FAMILIES = families_in("genlib.families.gan")
+FAMILIES = page_families(__file__)
 TRAIN_FIELDS = ("epochs", "batch_size", "lr", "ema_decay", "preview_every")
 TOY_FIELDS = ("distribution", "loss", "d_steps", "g_lr", "d_lr", "hidden", "noise_dim", "seed")
 NEIGHBOURS = 5
@@ -53,18 +66,18 @@ def samples_tab(p: Picked) -> None:
     m, seed = p.model, global_seed()
     left, right = st.columns([1, 3])
     with left:
-        truncate = st.toggle("Truncation trick", key="gan_truncate",
-                             help="Draw each noise coordinate from N(0,1) cut at ±t: more typical images, less variety.")
-        t = st.slider("t", 0.1, 3.0, 1.0, 0.1, key="gan_truncation", disabled=not truncate)
+        options = sampling_widgets(m, "gan_sampling")  # generated from the family's GANSampling
+    if options is None:
+        return
     gen = torch.Generator().manual_seed(seed)
     if m.conditional:
-        labels = torch.arange(m.num_classes).repeat_interleave(8)
-        images, nrow, what = m.sample(len(labels), generator=gen, labels=labels, truncation=t if truncate else None), 8, \
-            "one row per digit"
+        labels = m.class_rows(8)
+        images, nrow, what = m.draw(len(labels), options, generator=gen, labels=labels), 8, "one row per digit"
     else:
-        images, nrow, what = m.sample(64, generator=gen, truncation=t if truncate else None), 8, "64 samples"
+        images, nrow, what = m.draw(64, options, generator=gen), 8, "64 samples"
+    t = options.truncation
     with right:
-        png = show_grid(images, nrow, caption=f"{what} · seed {seed}" + (f" · truncation {t}" if truncate else ""))
+        png = show_grid(images, nrow, caption=f"{what} · seed {seed}" + (f" · truncation {t:g}" if t else ""))
         download_png(png, f"{p.info.name}-seed{seed}.png", key="gan_dl_samples")
 
 
@@ -105,20 +118,21 @@ def memorisation_tab(p: Picked) -> None:
 
 
 # -- live training -----------------------------------------------------------------------------------
-def gan_live(snap: JobSnapshot, key_prefix: str) -> None:
+def gan_live(snap: Snapshot, key_prefix: str) -> None:
     """Losses and D's scores, then a scrubbable fixed-noise snapshot with its class histogram."""
-    if snap.history:
-        st.plotly_chart(history_figure(snap.history), key=f"{key_prefix}_live_curves_{snap.id}")
-    if not snap.snapshots:
+    view = snap.state
+    if view.history:
+        st.plotly_chart(history_figure(view.history), key=f"{key_prefix}_live_curves_{snap.id}")
+    if not view.snapshots:
         return
-    steps = [s.step for s in snap.snapshots]
+    steps = [s.step for s in view.snapshots]
     follow = st.toggle("Follow the latest snapshot", value=True, key=f"{key_prefix}_follow_{snap.id}",
                        disabled=len(steps) < 2)
     chosen = steps[-1]
     if len(steps) > 1 and not follow:
         chosen = st.select_slider("Snapshot at step", options=steps, value=steps[-1],
                                   key=f"{key_prefix}_scrub_{snap.id}_{len(steps)}")
-    shot = snap.snapshots[steps.index(chosen)]
+    shot = view.snapshots[steps.index(chosen)]
     # At its own pixel width and above the histogram, not beside it: squeezed into a column the
     # digits shrank to about 20 px, too small to see a GAN's mistakes.
     st.image(to_png(shot.grid, scale=SNAPSHOT_SCALE), caption=f"fixed noise at step {shot.step}",
@@ -141,7 +155,7 @@ def metrics_tab(p: Picked) -> None:
 
 
 # -- the 2-D toy -------------------------------------------------------------------------------------
-def toy_figure(snap) -> go.Figure:
+def toy_figure(snap: ToySnapshot, status: str) -> go.Figure:
     """D's surface as a heatmap, real and generated points, and arrows where G moves its points."""
     fig = go.Figure(go.Heatmap(x=snap.xs, y=snap.ys, z=snap.surface, colorscale="RdBu", opacity=0.75,
                                zmid=0.5 if snap.surface_is_probability else 0.0,
@@ -165,49 +179,38 @@ def toy_figure(snap) -> go.Figure:
                       xaxis=dict(range=snap.bounds[:2], constrain="domain"),
                       yaxis=dict(range=snap.bounds[2:], scaleanchor="x", constrain="domain"),
                       legend=dict(orientation="h", y=1.06),
-                      title=f"step {snap.step} · {snap.status}", uirevision="toy")
+                      title=f"step {snap.step} · {status}", uirevision="toy")
     return fig
 
 
-def draw_toy(session_id: str) -> None:
-    session = get_toy_session(session_id)
-    if session is None:
-        st.info("That toy session is gone (the server restarted). Start a new one.")
-        return
-    snap = session.snapshot()
+def draw_toy(snap: Snapshot) -> None:
+    """The toy's picture (``snap.state``), its curves and its status message."""
+    picture: ToySnapshot = snap.state
     left, right = st.columns([3, 2])
-    left.plotly_chart(toy_figure(snap), key="gan_toy_plot")
+    left.plotly_chart(toy_figure(picture, snap.status), key="gan_toy_plot")
     with right:
-        if snap.history:
-            st.plotly_chart(history_figure(pd.DataFrame(snap.history), height=260), key="gan_toy_curves")
-        mean = snap.fake.mean(axis=0)
+        if picture.history:
+            st.plotly_chart(history_figure(pd.DataFrame(picture.history), height=260), key="gan_toy_curves")
+        mean = picture.fake.mean(axis=0)
         st.caption(f"Generated mean ({mean[0]:.2f}, {mean[1]:.2f}) · real mean "
-                   f"({snap.real[:, 0].mean():.2f}, {snap.real[:, 1].mean():.2f})")
+                   f"({picture.real[:, 0].mean():.2f}, {picture.real[:, 1].mean():.2f})")
         if snap.status == "failed":
             st.error(f"{snap.message}. Try lower learning rates or another loss, then Reset.")
-        elif snap.message:
+        elif snap.message and snap.status != "running":
             st.caption(snap.message)
-
-
-@st.fragment(run_every=0.5)
-def live_toy(session_id: str) -> None:
-    session = get_toy_session(session_id)
-    if session is not None and session.status != "running":
-        st.rerun()  # draw the final state once, statically
-    draw_toy(session_id)
 
 
 def toy_tab() -> None:
     settings, view = st.columns([1, 3], gap="large")
-    session_id = st.session_state.get("gan_toy_id")
-    session = get_toy_session(session_id) if session_id else None
+    session = background.get(st.session_state.get("gan_toy_id"))
+    session = session if isinstance(session, ToySession) else None
     with settings:
         values = config_widgets(ToyConfig, "gan_toy", only=TOY_FIELDS, columns=1)
         speed = st.slider("Steps per tick", 1, 50, 5, key="gan_toy_speed", help="G updates per 20 ms tick")
         config = make_config(ToyConfig, values)
         if config is None:
             return
-        changed = session is None or session.config != config or session.status in ("cancelled", "failed")
+        changed = session is None or session.config != config or session.status in ("cancelled", "failed", "finished")
 
         def fresh_session(run: bool):
             """Replace the current session with a new one from the settings shown."""
@@ -241,16 +244,16 @@ def toy_tab() -> None:
                     session.single_step(phase)
             if st.button("Reset", key="gan_toy_reset", icon=":material/restart_alt:", disabled=session is None):
                 session = fresh_session(run=False)
-        except (ToyLimitError, ConfigError, RuntimeError) as err:
+        except (RunnerBusy, ConfigError, RuntimeError) as err:
             st.error(str(err))
     with view:
         if session is None:
             st.info("Press Run to train a small GAN on the chosen 2-D distribution, or step it one D/G update at "
                     "a time. Try the ring with the bce loss and d_steps 1 to watch mode collapse.")
         elif session.status == "running":
-            live_toy(session.id)
+            watch([session.id], lambda snaps: draw_toy(snaps[0]), every=0.5)
         else:
-            draw_toy(session.id)
+            draw_toy(session.snapshot())
 
 
 # -- page ---------------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ else:
     st.caption("Fréchet distance ↓ is measured in the digit classifier's features: the bar runs from uniform noise "
                f"({scale.get(CEILING, float('nan')):,.0f}, empty) to real held-out test digits "
                f"({scale.get(FLOOR, float('nan')):,.0f}, full). **Compare** puts any of them side by side.")
-    families = genlib.families()
+    families = genlib.all_families()
     groups: dict[str, list] = {}
     for name, cls in families.items():  # registry order
         groups.setdefault(cls.group or name, []).extend(info for info in shipped if info.family == name)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: install the test extras (and Debian's Chromium for the browser
-# tests when it is missing), then run the whole suite. Extra arguments go to pytest.
+# tests when it is missing), lint with ruff, then run the whole suite. Extra arguments go to pytest.
 # Uses whichever `python` is first on PATH: your activated virtual environment, or the fresh one
 # that .ci/run makes.
 set -euo pipefail
@@ -16,5 +16,7 @@ if ! command -v chromium >/dev/null 2>&1 && [ -z "${GENLIB_CHROMIUM:-}" ]; then
     exit 1
   fi
 fi
+echo "== lint: ruff $(python -m ruff --version | cut -d' ' -f2) (ruff.toml: 120 columns, pyflakes, import order)"
+python -m ruff check .
 echo "== testing with $(python -c 'import sys; print(sys.executable)'), $(python -m pytest --version 2>&1)"
 python -m pytest "$@"

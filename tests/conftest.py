@@ -17,22 +17,6 @@ torch.set_num_threads(1)
 
 # -- core (genlib) fixtures --------------------------------------------------------------------------
 
-# The smallest sensible config per registered family, so the contract test stays fast on 2 CPU cores.
-# A new family must add its entry here: core_tiny_config fails loudly (never skips) when it is missing.
-CORE_TINY_CONFIGS: dict[str, dict] = {
-    "ae": {"latent_dim": 2, "width": 4, "hidden": 16},
-    "dae": {"latent_dim": 2, "width": 4, "hidden": 16},
-    "vae": {"latent_dim": 2, "width": 4, "hidden": 16},
-    "cvae": {"latent_dim": 2, "width": 4, "hidden": 16},
-    "diffusion": {"base_channels": 8, "levels": 2, "attention_head_dim": 8, "num_train_timesteps": 100,
-                  "sample_steps": 8},
-    "cdiffusion": {"base_channels": 8, "levels": 2, "attention_head_dim": 8, "num_train_timesteps": 100,
-                   "sample_steps": 8},
-    "mlp-gan": {"noise_dim": 8, "hidden": 16},
-    "dcgan": {"noise_dim": 8, "g_width": 4, "d_width": 4},
-    "cgan": {"noise_dim": 8, "g_width": 4, "d_width": 4, "embed_dim": 4},
-}
-
 CORE_SLICE_SIZE = 64
 
 
@@ -66,14 +50,13 @@ def core_slice(core_mnist) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.fixture(scope="session")
 def core_tiny_config() -> Callable:
-    """``core_tiny_config(family, **overrides)`` -> a validated tiny Config of that family."""
+    """``core_tiny_config(family, **overrides)`` -> a validated tiny Config of that family, from the
+    family's own declared ``tiny_config`` (its defaults when it declares none)."""
     from genlib import get_family
 
     def make(family: str, **overrides):
-        if family not in CORE_TINY_CONFIGS:
-            raise AssertionError(f"family {family!r} has no tiny test config: add it to CORE_TINY_CONFIGS "
-                                 "in tests/conftest.py")
-        return get_family(family).Config.from_dict({**CORE_TINY_CONFIGS[family], **overrides})
+        cls = get_family(family)
+        return cls.Config.from_dict({**cls.tiny_config, **overrides})
 
     return make
 
@@ -126,32 +109,37 @@ def core_cdiffusion(core_tiny_model):
 
 # -- app (Streamlit pages) fixtures --------------------------------------------------------------------
 
-APP_FAMILIES = ("ae", "dae", "vae", "cvae", "mlp-gan", "dcgan", "cgan", "diffusion", "cdiffusion")
+def app_families() -> list[str]:
+    """The registered families that have a page: the app's pages show one checkpoint of each."""
+    from genlib import all_families
+
+    return [name for name, cls in all_families().items() if cls.page]
 
 
 @pytest.fixture(scope="session")
 def app_checkpoints(tmp_path_factory: pytest.TempPathFactory):
-    """A checkpoints folder holding one checkpoint per family of APP_FAMILIES plus the digit classifier.
+    """A checkpoints folder holding one checkpoint per family with a page, plus the digit classifier.
 
     The shipped folder when it has them all (the real thing). Otherwise a temp folder with copies
     of what is shipped and, for each missing family, a tiny stand-in trained here in seconds.
     """
     import shutil
 
-    from genlib import TrainConfig, list_checkpoints, train_run
+    from genlib import TrainConfig, get_family, list_checkpoints, train_run
     from genlib.checkpoints import shipped_dir
 
     shipped = shipped_dir()
     have = [i for i in list_checkpoints(include_evaluators=True) if i.origin == "shipped"]
-    if set(APP_FAMILIES) <= {i.family for i in have}:
+    families = app_families()
+    if set(families) <= {i.family for i in have}:
         return shipped
     folder = tmp_path_factory.mktemp("app-checkpoints")
     for info in have:
         shutil.copytree(info.path, folder / info.name)
     train = TrainConfig(epochs=1, batch_size=64, max_steps=5, preview_every=5, device="cpu")
-    missing = [f for f in APP_FAMILIES if f not in {i.family for i in have}]
+    missing = [f for f in families if f not in {i.family for i in have}]
     for family in missing:
-        train_run(family, CORE_TINY_CONFIGS[family], train, folder / f"{family}-mnist", evaluate_model=False)
+        train_run(family, get_family(family).tiny_config, train, folder / f"{family}-mnist", evaluate_model=False)
     return folder
 
 

@@ -1,4 +1,4 @@
-"""genlib.analysis on tiny, untrained models: shapes, the maths of each view, and that nothing
+"""genlib.families.autoencoders.analysis on tiny, untrained models: shapes, the maths of each view, and that nothing
 changes the model it looks at."""
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from genlib import analysis, build_model
+from genlib import build_model
 from genlib.data import mnist
+from genlib.families.autoencoders import analysis
 from genlib.metrics import mean_squared_error
 
 TINY = {"latent_dim": 2, "width": 4, "hidden": 16}

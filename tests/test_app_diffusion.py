@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
+from test_app_pages import captions, open_page, run_clean, texts
 
 import genlib
+from genlib.background import get as get_job
+from genlib.background import get as get_task
 from genlib.data import mnist
 from genlib.images import to_grid, to_png
-from genlib.jobs import get_job
-from genlib.tasks import get_task
-from test_app_pages import captions, open_page, run_clean, texts
 
 PAGE = "pages/diffusion.py"
 
@@ -180,7 +180,7 @@ def test_steps_quality_runs_in_the_background_then_comes_from_the_cache(app_env)
     run_clean(at)
     (task_id,) = at.session_state["dif_sq_tasks"].values()
     snap = get_task(task_id).wait(timeout=300)
-    assert snap.status == "done", snap.error
+    assert snap.status == "finished", snap.error
     run_clean(at)
     assert at.get("plotly_chart") and at.dataframe[0].value["steps"].tolist() == [5]
 
@@ -209,10 +209,9 @@ def test_steps_quality_runs_in_the_background_then_comes_from_the_cache(app_env)
 
 def test_a_model_without_attention_says_so(app_env, tmp_path):
     from genlib import TrainConfig, train_run
-    from conftest import CORE_TINY_CONFIGS
 
     folder = tmp_path / "no-attention"
-    train_run("diffusion", {**CORE_TINY_CONFIGS["diffusion"], "attention": False},
+    train_run("diffusion", {**genlib.get_family("diffusion").tiny_config, "attention": False},
               TrainConfig(epochs=1, batch_size=64, max_steps=1, preview_every=1, device="cpu"), folder,
               evaluate_model=False)
     at = open_diffusion("Attention")
@@ -242,4 +241,4 @@ def test_training_reports_bad_settings_then_trains_with_live_previews(app_env):
     run_clean(at)
     assert any(c == "samples at step 8" for c in captions(at))
     assert any(c.startswith("EMA on (decay 0.99") for c in texts(at.caption))
-    assert any(snap.result_path.name in s for s in texts(at.success))
+    assert any(snap.state.result_path.name in s for s in texts(at.success))

@@ -18,9 +18,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import genlib
+from genlib.background import get as get_job
 from genlib.data import mnist
 from genlib.images import to_grid, to_png
-from genlib.jobs import get_job
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
@@ -244,17 +244,17 @@ def test_training_job_finishes_and_appears_in_the_chooser(app_env):
     assert at.progress and at.session_state["ae_job_id"] == job.id  # the job's panel comes back
     snap = job.wait(timeout=300)
     assert snap.status == "finished", snap.message
-    assert snap.result_path.parent == app_env["runs"]
+    assert snap.state.result_path.parent == app_env["runs"]
 
     run_clean(at)
-    assert any(snap.result_path.name in s for s in texts(at.success))
+    assert any(snap.state.result_path.name in s for s in texts(at.success))
     assert "step 8/8" in at.progress[0].proto.text  # 4,000 digits / 500 per batch
     assert any(c.startswith("samples at step 8") for c in captions(at))
     assert not at.button(key="ae_start").disabled
 
     at.button(key="ae_open_run").click()
     run_clean(at)
-    assert at.selectbox(key="ae_model_choice").value == str(snap.result_path)
+    assert at.selectbox(key="ae_model_choice").value == str(snap.state.result_path)
 
 
 def test_training_job_can_be_cancelled(app_env):
@@ -354,9 +354,7 @@ def test_gan_page_tabs_for_each_shipped_gan(app_env, family):
     run_clean(at)
     caption = [c for c in captions(at) if "seed" in c][0]
     assert ("one row per digit" in caption) == (family == "cgan")
-    at.toggle(key="gan_truncate").set_value(True)
-    run_clean(at)
-    at.slider(key="gan_truncation").set_value(0.5)
+    at.number_input(key="gan_sampling_truncation").set_value(0.5)  # generated from the family's GANSampling
     run_clean(at)
     assert any("truncation 0.5" in c for c in captions(at))
     for tab in ("Interpolation", "Nearest training images", "Metrics & downloads"):
@@ -377,8 +375,8 @@ def test_gan_training_job_shows_d_scores_snapshots_and_class_histogram(app_env):
     run_clean(at)
     snap = get_job(at.session_state["gan_job_id"]).wait(timeout=300)
     assert snap.status == "finished", snap.message
-    assert {"d_real", "d_fake", "d_loss", "g_loss"} <= set(snap.history[-1])
-    assert [s.step for s in snap.snapshots] == [1, 2, 4, 6, 8]
+    assert {"d_real", "d_fake", "d_loss", "g_loss"} <= set(snap.state.history[-1])
+    assert [s.step for s in snap.state.snapshots] == [1, 2, 4, 6, 8]
     run_clean(at)
     assert any(c == "fixed noise at step 8" for c in captions(at))
     at.toggle(key=f"gan_follow_{snap.id}").set_value(False)
@@ -390,7 +388,7 @@ def test_gan_training_job_shows_d_scores_snapshots_and_class_histogram(app_env):
 
 
 def test_gan_toy_steps_runs_and_pauses(app_env):
-    from genlib.toy2d import get_toy_session
+    from genlib.background import get as get_toy_session
 
     at = open_gan_page("2-D toy")
     at.selectbox(key="gan_toy_distribution").set_value("gaussian")

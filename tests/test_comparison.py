@@ -11,9 +11,19 @@ import torch
 import genlib
 from genlib import comparison
 from genlib.checkpoints import save_folder, shipped_dir
-from genlib.comparison import (REFERENCES_FILE, SCORECARD_FILE, Evaluator, ScoringFailure, cached_references,
-                               cached_scorecard, default_selection, score_checkpoint, scorecard_key, start_scoring,
-                               write_checkpoint_scorecard)
+from genlib.comparison import (
+    REFERENCES_FILE,
+    SCORECARD_FILE,
+    Evaluator,
+    ScoringFailure,
+    cached_references,
+    cached_scorecard,
+    default_selection,
+    score_checkpoint,
+    scorecard_key,
+    start_scoring,
+    write_checkpoint_scorecard,
+)
 from genlib.report import class_histograms, quality_vs_parameters, quality_vs_time
 from genlib.scoring import metric_title
 
@@ -113,7 +123,7 @@ def test_the_default_selection_is_one_unconditional_model_per_family_group():
     infos = genlib.list_checkpoints()
     chosen = default_selection(infos)
     by_name = {i.name: i for i in infos}
-    registered = genlib.families()
+    registered = genlib.all_families()
     groups = [registered[by_name[n].family].group for n in chosen]
     assert sorted(groups) == sorted({registered[i.family].group for i in infos if i.origin == "shipped"})
     for name in chosen:
@@ -129,7 +139,7 @@ def test_background_scoring_returns_the_card_or_a_reason(tiny_vae, core_evaluato
     task = start_scoring(folder, core_evaluator, num_samples=40, seed=7)
     assert start_scoring(folder, core_evaluator, num_samples=40, seed=7) is task  # shared, not scored twice
     snap = task.wait(timeout=120)
-    assert snap.status == "done" and snap.result.metrics["num_samples"] == 40
+    assert snap.status == "finished" and snap.result.metrics["num_samples"] == 40
     assert cached_scorecard(folder, core_evaluator, num_samples=40, seed=7) is not None
     (tmp_path / "junk").mkdir()
     bad = start_scoring(tmp_path / "junk", core_evaluator, num_samples=40).wait(timeout=60)
@@ -150,7 +160,8 @@ def _comparison_of_shipped():
     return comparison.Comparison(0, cards, cached_references(evaluator, 0))
 
 
-@pytest.mark.parametrize("make, key", [(quality_vs_time, "sample_ms_per_image"), (quality_vs_parameters, "num_parameters")])
+@pytest.mark.parametrize("make, key", [(quality_vs_time, "sample_ms_per_image"),
+                                       (quality_vs_parameters, "num_parameters")])
 def test_the_scatter_axes_fit_the_models_and_name_the_references_off_the_scale(make, key):
     result = _comparison_of_shipped()
     fig = make(result)

@@ -129,7 +129,7 @@ def test_missing_keys_take_defaults():
 
 
 def _all_configs():
-    return [TrainConfig] + [cls.Config for _, cls in sorted(genlib.families().items())]
+    return [TrainConfig] + [cls.Config for _, cls in sorted(genlib.all_families().items())]
 
 
 @pytest.mark.parametrize("cls", _all_configs(), ids=lambda c: c.__name__)
@@ -188,7 +188,7 @@ def test_field_specs_carry_limits_and_skip_hidden():
 
 
 def test_every_family_config_has_help_and_limits():
-    for name, cls in genlib.families().items():
+    for name, cls in genlib.all_families().items():
         for spec in cls.Config.field_specs():
             assert spec.get("help"), f"{name}.{spec['name']} has no help text"
             if spec["type"] in (int, float):

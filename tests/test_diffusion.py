@@ -13,11 +13,18 @@ from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 from huggingface_hub.utils import filter_repo_objects
 
 import genlib
-from genlib import diffusion_tools
 from genlib.checkpoints import HUB_ALLOW_PATTERNS, CheckpointError, read_info, save_folder
 from genlib.config import ConfigError
-from genlib.families.diffusion import (SAMPLERS, SCHEDULES, CDiffusionConfig, DiffusionConfig, all_schedule_curves,
-                                       make_mask, schedule_curves_for)
+from genlib.families.diffusion import (
+    SAMPLERS,
+    SCHEDULES,
+    CDiffusionConfig,
+    DiffusionConfig,
+    all_schedule_curves,
+    make_mask,
+    schedule_curves_for,
+)
+from genlib.families.diffusion import tools as diffusion_tools
 
 pytestmark = pytest.mark.usefixtures("core_runs_dir")
 STEPS = 5
@@ -122,13 +129,13 @@ def test_every_sampler_gives_images_and_calls_back_every_step(core_diffusion, sa
     x = core_diffusion.sample(3, generator=_gen(), sampler=sampler, steps=STEPS, callback=seen.append)
     assert x.shape == (3, 1, 28, 28) and torch.isfinite(x).all()
     assert float(x.min()) >= 0 and float(x.max()) <= 1
-    assert [d["step"] for d in seen] == list(range(STEPS))
-    ts = [d["t"] for d in seen]
+    assert [d.step for d in seen] == list(range(STEPS))
+    ts = [d.t for d in seen]
     assert ts == sorted(ts, reverse=True) and ts[0] > ts[-1]
-    for d in seen:
-        assert isinstance(d["t"], int) and d["num_steps"] == STEPS
-        for key in ("x_t", "x0_pred"):
-            assert d[key].shape == (3, 1, 28, 28) and float(d[key].min()) >= 0 and float(d[key].max()) <= 1
+    for d in seen:  # the one SamplingStep payload: state x_t and prediction x0, both images in [0,1]
+        assert isinstance(d.t, int) and d.num_steps == STEPS
+        for image in (d.state, d.prediction):
+            assert image.shape == (3, 1, 28, 28) and float(image.min()) >= 0 and float(image.max()) <= 1
 
 
 def test_ddim_with_eta_zero_is_deterministic_and_eta_is_checked(core_diffusion):
@@ -172,7 +179,7 @@ def test_min_snr_weights_clip_the_snr_and_divide_out_the_targets_own_weight(core
 def test_the_configured_sampler_is_the_default(core_tiny_model):
     model = core_tiny_model("diffusion", sampler="euler", sample_steps=STEPS)
     seen = []
-    model.sample(1, generator=_gen(), callback=lambda info: seen.append(info["num_steps"]))
+    model.sample(1, generator=_gen(), callback=lambda info: seen.append(info.num_steps))
     euler = model.sample(1, generator=_gen(), sampler="euler", steps=STEPS)
     assert seen == [STEPS] * STEPS and torch.equal(model.sample(1, generator=_gen()), euler)
 
@@ -242,7 +249,7 @@ def test_bits_per_dim_is_a_finite_positive_bound(core_diffusion, core_cdiffusion
     bpd = core_diffusion.bits_per_dim(x, generator=_gen())
     assert bpd.shape == (3,) and torch.isfinite(bpd).all() and (bpd > 0).all()
     assert torch.equal(bpd, core_diffusion.bits_per_dim(x, generator=_gen()))
-    assert core_diffusion.likelihood_is_bound and core_diffusion.has("log_likelihood")
+    assert core_diffusion.likelihood == "bound" and core_diffusion.has("likelihood")
     for given in (labels, None):  # p(x | class) and, with the null class, p(x)
         cbpd = core_cdiffusion.bits_per_dim(x, given, generator=_gen(), num_timesteps=2)
         assert cbpd.shape == (3,) and torch.isfinite(cbpd).all() and (cbpd > 0).all()
@@ -268,8 +275,8 @@ def test_attention_maps_are_distributions_and_processors_are_restored(core_cdiff
 
 def test_a_unet_without_attention_does_not_offer_maps(core_tiny_model):
     model = core_tiny_model("diffusion", attention=False)
-    assert not model.has("attention_maps") and model.has("log_likelihood")
-    assert "attention_maps" in type(model).abilities  # the family has it; this instance does not
+    assert not model.has("attention") and model.has("likelihood")
+    assert "attention" in type(model).abilities  # the family has it; this instance does not
 
 
 # -- checkpoints: diffusers pipeline folders ------------------------------------------------------------------------
@@ -312,7 +319,7 @@ def test_any_unconditional_diffusers_pipeline_loads_as_diffusion(tmp_path):
     assert info.model_config["schedule"] == "cosine" and info.model_config["prediction"] == "v_prediction"
     model, _ = genlib.load_model(str(tmp_path / "rgb"))
     assert _public(model.unet.config) == _public(unet.config)  # the UNet's config verbatim
-    assert model.has("attention_maps")
+    assert model.has("attention")
     for sampler in ("ddim", "euler"):
         x = model.sample(2, generator=_gen(), sampler=sampler, steps=STEPS)
         assert x.shape == (2, 3, 32, 32) and float(x.min()) >= 0 and float(x.max()) <= 1

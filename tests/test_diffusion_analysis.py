@@ -1,6 +1,7 @@
-"""genlib.diffusion_analysis: reverse-process timelines, their GIFs, steps against quality and its cache.
+"""genlib.families.diffusion.analysis: reverse-process timelines, their GIFs, steps against quality and its cache.
 
-Real tiny UNets (CORE_TINY_CONFIGS), the shipped digit classifier as the evaluator, real threads; no mocks.
+Real tiny UNets (the family's declared tiny_config), the shipped digit classifier as the evaluator,
+real threads; no mocks.
 """
 from __future__ import annotations
 
@@ -15,12 +16,19 @@ import torch
 from PIL import Image
 
 from genlib import cli
+from genlib.background import start_task
 from genlib.checkpoints import save_folder
 from genlib.comparison import folder_fingerprint
-from genlib.diffusion_analysis import (STEPS_QUALITY_FILE, StepsQuality, load_steps_quality, reverse_timelines,
-                                       save_steps_quality, steps_quality, timeline_gif)
+from genlib.families.diffusion.analysis import (
+    STEPS_QUALITY_FILE,
+    StepsQuality,
+    load_steps_quality,
+    reverse_timelines,
+    save_steps_quality,
+    steps_quality,
+    timeline_gif,
+)
 from genlib.metrics import classifier_features, frechet_distance_from_features
-from genlib.tasks import start_task
 
 pytestmark = pytest.mark.usefixtures("core_runs_dir")
 SAMPLERS3 = ("ddpm", "ddim", "dpm-solver++")

@@ -20,9 +20,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-import pytest
-
 import playwright.sync_api as playwright_api  # in requirements-test.txt
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXCEPTION = '[data-testid="stException"]'

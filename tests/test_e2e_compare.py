@@ -8,7 +8,6 @@ import os
 import urllib.parse
 
 import pytest
-
 from test_e2e_browser import EXCEPTION, app_server, browser, page, wait_idle  # noqa: F401  (fixtures)
 
 import genlib

@@ -16,9 +16,8 @@ import torch
 import genlib
 from genlib import ConfigError, TrainConfig, Trainer, TrainingDiverged
 from genlib.data import mnist, training_set
-from genlib.families.gan import (D_WIN_STEPS, LOSS_NAMES, LOSSES, DWinDetector, gradient_penalty, r1_penalty,
-                                 slerp, translate)
-from genlib.gan_networks import MinibatchStd
+from genlib.families.gan import D_WIN_STEPS, LOSS_NAMES, LOSSES, DWinDetector, gradient_penalty, r1_penalty, slerp
+from genlib.families.gan.networks import MinibatchStd, translate
 from genlib.model import StepTools
 from genlib.runs import save_run, train_run
 from genlib.training import TrainResult

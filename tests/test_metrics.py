@@ -161,7 +161,8 @@ def test_kid_is_unbiased_near_zero_for_one_distribution_and_grows_with_noise(cor
     test = core_mnist.test_images
     gen = torch.Generator().manual_seed(0)
     noise = torch.randn(test.shape, generator=gen)
-    kids = [kid_from_features(core_train_features, classifier_features(core_classifier, (test + s * noise).clamp(0, 1)))[0]
+    kids = [kid_from_features(core_train_features,
+                              classifier_features(core_classifier, (test + s * noise).clamp(0, 1)))[0]
             for s in (0.0, 0.2, 0.5)]
     assert kids[0] < kids[1] < kids[2] and kids[1] > 10 * (abs(same_mean) + same_std)
 

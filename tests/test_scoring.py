@@ -6,13 +6,12 @@ import json
 import zipfile
 from dataclasses import dataclass
 
-import pytest
 import torch
 from PIL import Image
 from torch import nn
 
 from genlib.checkpoints import save_folder
-from genlib.comparison import compare, score_checkpoint, score_cache_dir
+from genlib.comparison import compare, score_cache_dir, score_checkpoint
 from genlib.config import setting
 from genlib.model import GenerativeModel, ModelConfig
 from genlib.report import FIGURES, report_files, report_zip, scoreboard_frame

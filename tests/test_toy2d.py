@@ -1,5 +1,6 @@
-"""The 2-D toy GAN (genlib/toy2d.py): it really learns, its pictures have the right shapes, and
-its background session starts, pauses, single-steps and cancels from another thread."""
+"""The 2-D toy GAN (genlib/families/gan/toy2d.py): it really learns, its pictures have the right shapes,
+and its session on the background runner (genlib.background) runs, pauses, single-steps and cancels
+from another thread."""
 from __future__ import annotations
 
 import time
@@ -8,10 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from genlib import ConfigError, TrainingDiverged
-from genlib import toy2d
-from genlib.toy2d import (DISTRIBUTIONS, GAUSSIAN_MEAN, Toy2DGAN, ToyConfig, ToyLimitError, ToySession,
-                          get_toy_session, sample_distribution, start_toy_session)
+from genlib import ConfigError, TrainingDiverged, background
+from genlib.background import RunnerBusy, Snapshot
+from genlib.families.gan import ToyConfig, ToySession, ToySnapshot, start_toy_session
+from genlib.families.gan.toy2d import (
+    DISTRIBUTIONS,
+    GAUSSIAN_MEAN,
+    MAX_RUNNING_TOY_SESSIONS,
+    Toy2DGAN,
+    sample_distribution,
+)
 
 
 def _wait_for(predicate, timeout: float = 10.0, every: float = 0.02) -> bool:
@@ -131,41 +138,95 @@ def toy_sessions():
     yield started
     for s in started:
         s.cancel()
-        s.wait(2)
+    for s in started:
+        s._thread.join(5)  # (not wait(): its snapshot draws the picture, which a broken model cannot)
+        assert not s._thread.is_alive(), f"session {s.id} did not stop"
+
+
+def _settled_step(session: ToySession, timeout: float = 2.0) -> int:
+    """The model's step once the worker has stopped stepping (two looks 0.1 s apart agree)."""
+    end = time.monotonic() + timeout
+    last = session.snapshot().state.step
+    while time.monotonic() < end:
+        time.sleep(0.1)
+        now = session.snapshot().state.step
+        if now == last:
+            return now
+        last = now
+    raise AssertionError("the worker did not stop stepping")
 
 
 def test_session_start_pause_single_step_cancel(toy_sessions):
     session = start_toy_session({"distribution": "moons", "num_points": 64}, steps_per_tick=3)
     toy_sessions.append(session)
-    assert get_toy_session(session.id) is session
-    assert _wait_for(lambda: session.snapshot().step >= 6), "the worker made no progress"
+    assert isinstance(session, ToySession) and background.get(session.id) is session
+    assert session in background.works("toy")
+    assert _wait_for(lambda: session.snapshot().state.step >= 6), "the worker made no progress"
     snap = session.snapshot()  # from this (the main) thread while the worker runs
-    assert snap.status == "running" and snap.fake.shape == (64, 2) and snap.surface.shape == (60, 60)
+    assert isinstance(snap, Snapshot) and snap.kind == "toy" and snap.status == "running"
+    assert isinstance(snap.state, ToySnapshot) and not hasattr(snap.state, "status")
+    assert snap.state.fake.shape == (64, 2) and snap.state.surface.shape == (60, 60)
+    assert 0 < snap.step <= snap.state.step and snap.total_steps == ToyConfig().max_steps  # progress towards max_steps
     session.pause()
-    assert _wait_for(lambda: session._thread is None, timeout=2), "the worker did not stop on pause"
-    paused_at = session.snapshot().step
+    assert session.snapshot().status == "paused"
+    paused_at = _settled_step(session)
     time.sleep(0.1)
-    assert session.snapshot().step == paused_at and session.snapshot().status == "paused"
+    assert session.snapshot().state.step == paused_at and session.snapshot().status == "paused"
+    assert session._thread.is_alive()  # held at wait_while_paused, not ended
     assert set(session.single_step("d")) >= {"d_loss", "d_real", "d_fake"}
-    assert session.snapshot().step == paused_at  # a D step is half a step
+    assert session.snapshot().state.step == paused_at  # a D step is half a step
     assert "g_loss" in session.single_step("g")
-    assert session.snapshot().step == paused_at + 1
+    assert session.snapshot().state.step == paused_at + 1
+    assert session.snapshot().state.history[-1]["step"] == paused_at + 1
+    assert session.snapshot().status == "paused"  # single steps leave it paused
     with pytest.raises(ValueError, match="phase"):
         session.single_step("x")
+    with pytest.raises(ValueError, match="steps_per_tick"):
+        session.start(steps_per_tick=0)
+    assert session.snapshot().status == "paused"
     session.start(steps_per_tick=2)
-    assert _wait_for(lambda: session.snapshot().step >= paused_at + 4)
+    assert session.snapshot().status == "running" and session.steps_per_tick == 2
+    assert _wait_for(lambda: session.snapshot().state.step >= paused_at + 4)
+    t0 = time.monotonic()
     session.cancel()
-    session.wait(2)
-    assert session._thread is None and session.snapshot().status == "cancelled"
+    final = session.wait(2)
+    assert time.monotonic() - t0 < 1.0 and not session._thread.is_alive()  # within a tick
+    assert final.status == "cancelled" and final.done
     with pytest.raises(RuntimeError, match="cancelled"):
         session.start()
+    with pytest.raises(RuntimeError, match="cancelled"):
+        session.single_step("g")
+
+
+def test_a_session_made_paused_waits_and_cancels_at_once(toy_sessions):
+    session = start_toy_session(ToyConfig(num_points=32), run=False)
+    toy_sessions.append(session)
+    assert session.snapshot().status == "paused"
+    time.sleep(0.1)
+    assert session.snapshot().state.step == 0  # it never stepped by itself
+    t0 = time.monotonic()
+    session.cancel()
+    assert session.wait(2).status == "cancelled" and time.monotonic() - t0 < 1.0
+
+
+def test_bad_settings_are_refused_and_nothing_is_registered():
+    before = len(background.works("toy"))
+    with pytest.raises(ConfigError, match="distribution"):
+        start_toy_session({"distribution": "blob"})
+    with pytest.raises(ValueError, match="steps_per_tick"):
+        start_toy_session(ToyConfig(num_points=16), steps_per_tick=0)
+    assert len(background.works("toy")) == before
 
 
 def test_session_finishes_at_max_steps_and_fails_on_nan(toy_sessions):
     done = start_toy_session(ToyConfig(max_steps=7, num_points=32), steps_per_tick=5)
     toy_sessions.append(done)
     assert _wait_for(lambda: done.snapshot().status == "finished")
-    assert done.snapshot().step == 7 and "max_steps" in done.snapshot().message
+    snap = done.snapshot()
+    assert snap.state.step == 7 and snap.message == "reached max_steps=7" and snap.fraction == 1.0
+    assert snap.error is None and snap.eta_s is None
+    with pytest.raises(RuntimeError, match="finished"):
+        done.start()
 
     bad = start_toy_session(ToyConfig(num_points=32), run=False)
     toy_sessions.append(bad)
@@ -174,7 +235,26 @@ def test_session_finishes_at_max_steps_and_fails_on_nan(toy_sessions):
         bad.model.generator[0].weight.fill_(float("nan"))
     bad.start()
     assert _wait_for(lambda: bad.snapshot().status == "failed")
-    assert "nan" in bad.snapshot().message and "learning rate" in bad.snapshot().message
+    snap = bad.snapshot()
+    assert snap.message.startswith("training diverged: ") and "nan" in snap.message
+    assert "learning rate" in snap.message and snap.error == f"Failed: {snap.message}"
+
+
+def test_a_single_step_that_diverges_fails_the_session(toy_sessions):
+    session = start_toy_session(ToyConfig(num_points=32), run=False)
+    toy_sessions.append(session)
+    with torch.no_grad():
+        session.model.discriminator[0].weight.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="discriminator loss became nan"):
+        session.single_step("d")
+    # (the picture asks this D too, so it would be NaN, but the status and message are plain)
+    snap = session.snapshot()
+    assert snap.status == "failed" and snap.message.startswith("training diverged: ")
+    assert "discriminator loss became nan" in snap.message
+    session.wait(2)
+    assert not session._thread.is_alive()  # the paused worker ended too
+    with pytest.raises(RuntimeError, match="failed"):
+        session.single_step("g")
 
 
 def test_an_unexpected_failure_is_reported_in_words(toy_sessions):
@@ -184,21 +264,35 @@ def test_an_unexpected_failure_is_reported_in_words(toy_sessions):
     session.model.discriminator[0] = torch.nn.Linear(3, first.out_features)
     session.start()
     assert _wait_for(lambda: session.status == "failed")  # (a snapshot would fail too: it asks this D)
-    message = session.message
-    assert "mat1 and mat2" in message and "RuntimeError" not in message and "Error" not in message
+    session._thread.join(2)
+    session.model.discriminator[0] = first  # the picture asks D too: give it back its 2-D layer
+    snap = session.snapshot()
+    assert "mat1 and mat2" in snap.message and "Error" not in snap.message, snap.message
+    assert snap.error.startswith("RuntimeError: ") and "mat1 and mat2" in snap.error
 
 
-def test_running_sessions_are_capped(toy_sessions, monkeypatch):
-    monkeypatch.setattr(toy2d, "MAX_RUNNING_TOY_SESSIONS", 1)
-    first = start_toy_session(ToyConfig(num_points=16))
-    toy_sessions.append(first)
-    with pytest.raises(ToyLimitError, match="already running"):
+def test_running_sessions_are_capped(toy_sessions):
+    assert ToySession.limit == MAX_RUNNING_TOY_SESSIONS == 4
+    others = sum(w.status == "running" for w in background.works("toy"))  # another test's, if any
+    for _ in range(MAX_RUNNING_TOY_SESSIONS - others):
+        toy_sessions.append(start_toy_session(ToyConfig(num_points=16), steps_per_tick=1))
+    before = len(background.works("toy"))
+    with pytest.raises(RunnerBusy, match=f"^{MAX_RUNNING_TOY_SESSIONS} toy sessions are already running; "
+                                         "pause one first$"):
         start_toy_session(ToyConfig(num_points=16))
+    assert len(background.works("toy")) == before  # nothing was registered
     paused = start_toy_session(ToyConfig(num_points=16), run=False)  # a paused one is fine
     toy_sessions.append(paused)
+    with pytest.raises(RunnerBusy, match="already running"):
+        paused.start()
+    assert paused.snapshot().status == "paused"
+    first = toy_sessions[0]
     first.pause()
     paused.start()
     assert paused.snapshot().status == "running"
+    with pytest.raises(RunnerBusy):
+        first.start()
+    assert first.snapshot().status == "paused"
 
 
 def test_snapshot_arrays_are_copies():

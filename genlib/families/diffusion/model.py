@@ -16,30 +16,43 @@ predictions (classifier-free guidance): out = out_null + s * (out_class - out_nu
 
 Checkpoints are diffusers pipeline folders (model_index.json, unet/, scheduler/) with genlib's own
 config.json beside them; any unconditional UNet2DModel pipeline folder loads as family ``diffusion``.
-Editing (inpainting, SDEdit), the likelihood bound and attention maps live in genlib/diffusion_tools.py.
+Editing (inpainting, SDEdit), the likelihood bound and attention maps live in tools.py beside this file.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
-                       UNet2DModel)
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, UNet2DModel
 from diffusers.training_utils import compute_snr
 from torch import Tensor
 
-from genlib import diffusion_tools as tools
 from genlib.config import ConfigError, setting
-from genlib.diffusion_tools import make_mask, to_image_range, to_model_range  # noqa: F401  (make_mask: for pages)
-from genlib.diffusion_pipelines import (PIPELINE_INDEX, PREDICTIONS, SCHEDULES, _curves,  # noqa: F401
-                                       all_schedule_curves, claim_pipeline, derive_config, read_pipeline,
-                                       schedule_curves_for, write_pipeline)
-from genlib.model import GenerativeModel, ModelConfig, StepOutput
+from genlib.families.diffusion import tools
+from genlib.families.diffusion.pipelines import (
+    PREDICTIONS,
+    SCHEDULES,
+    claim_pipeline,
+    curves_of,
+    read_pipeline,
+    write_pipeline,
+)
+from genlib.families.diffusion.tools import to_image_range, to_model_range
+from genlib.model import (
+    DataKind,
+    GenerativeModel,
+    ModelConfig,
+    SamplingCallback,
+    SamplingOptions,
+    SamplingStep,
+    StepOutput,
+    images_of_shape,
+)
 from genlib.registry import register
 
 # genlib's schedule names -> diffusers' beta_schedule names
@@ -51,7 +64,6 @@ SAMPLERS: dict[str, tuple[type, dict[str, Any]]] = {
     "euler": (EulerDiscreteScheduler, {}),
 }
 CPU_CHUNK = 128  # on the CPU, batches above ~200 28x28 images fall out of cache and run 2x slower per image
-Callback = Callable[[dict], None]
 
 
 # -- configs -----------------------------------------------------------------------------------------------
@@ -126,6 +138,24 @@ class CDiffusionConfig(DiffusionConfig):
                                          "(enables classifier-free guidance)", min=0.0, max=1.0)
 
 
+@dataclass(frozen=True)
+class DiffusionSampling(SamplingOptions):
+    """How a diffusion model draws: the sampler and its number of steps."""
+
+    sampler: str = setting("ddim", "ddpm (ancestral), ddim (eta 0: deterministic), dpm-solver++ or euler",
+                           choices=tuple(SAMPLERS))
+    steps: int = setting(50, "sampler steps (at most the model's training timesteps)", min=1, max=4000)
+    eta: float = setting(0.0, "DDIM's noise: 0 is deterministic, 1 is as noisy as DDPM (ddim only)", min=0.0, max=1.0)
+
+
+@dataclass(frozen=True)
+class CDiffusionSampling(DiffusionSampling):
+    """A class-conditional model's options: the guidance scale too."""
+
+    guidance_scale: float = setting(2.0, "classifier-free guidance: 1 is plain conditional, higher follows the class "
+                                         "more closely at the cost of variety", min=0.0, max=20.0, step=0.5)
+
+
 def _public(config: dict) -> dict[str, Any]:
     """A diffusers config without its private keys (_class_name, _use_default_values, ...), tuples as lists."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dict(config).items() if not k.startswith("_")}
@@ -135,13 +165,15 @@ def _public(config: dict) -> dict[str, Any]:
 @register("diffusion")
 class DiffusionModel(GenerativeModel):
     """A DDPM-style diffusion model: a UNet2DModel trained to undo Gaussian noise."""
-    group = "Diffusion"
-    page = "pages/diffusion.py"
 
     Config = DiffusionConfig
-    abilities = frozenset({"log_likelihood", "attention_maps"})
+    Sampling = DiffusionSampling
+    group = "Diffusion"
+    page = "pages/diffusion.py"
+    tiny_config = {"base_channels": 8, "levels": 2, "attention_head_dim": 8, "num_train_timesteps": 100,
+                   "sample_steps": 8}
     description = "Diffusion model (DDPM/DDIM, UNet from diffusers): denoises pure noise into digits"
-    likelihood_is_bound = True
+    likelihood = "bound"
     own_checkpoint_layout = True
     default_guidance_scale = 1.0
 
@@ -156,7 +188,7 @@ class DiffusionModel(GenerativeModel):
         self.betas = forward.betas.clone()                    # (T,)
         self.alphas_cumprod = forward.alphas_cumprod.clone()  # (T,) abar_t, decreasing
         if not tools.attention_layers(self.unet):  # no attention layers, nothing to show
-            self.abilities = self.abilities - {"attention_maps"}
+            self.abilities = self.abilities - {"attention"}
 
     def _num_class_embeds(self) -> int | None:
         return None
@@ -167,6 +199,14 @@ class DiffusionModel(GenerativeModel):
         size = self.unet.config.sample_size
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         return self.unet.config.in_channels, h, w
+
+    def trained_data(self) -> DataKind:
+        """Digits for a 1x28x28 UNet; images of its own shape for a pipeline from elsewhere."""
+        return images_of_shape(self.image_shape)
+
+    def sampling_defaults(self) -> DiffusionSampling:
+        """The config's sampler and step count (and the family's guidance scale)."""
+        return self.Sampling(sampler=self.config.sampler, steps=self.config.sample_steps)
 
     @property
     def num_train_timesteps(self) -> int:
@@ -273,10 +313,6 @@ class DiffusionModel(GenerativeModel):
                                 "rescale_betas_zero_snr": False, **extra})
 
     # -- sampling ----------------------------------------------------------------------------------------------
-    def check_labels(self, labels: Tensor | None, n: int) -> Tensor | None:
-        """Validated class labels (N,) on the model's device; None for unconditional models."""
-        return None
-
     def resolve_guidance(self, guidance_scale: float | None) -> float:
         """The guidance scale to use: the family's default for None; ValueError for unconditional models."""
         if guidance_scale is None:
@@ -296,14 +332,15 @@ class DiffusionModel(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, labels: Tensor | None = None,
-               callback: Callback | None = None, sampler: str | None = None, steps: int | None = None,
+               callback: SamplingCallback | None = None, sampler: str | None = None, steps: int | None = None,
                eta: float = 0.0, guidance_scale: float | None = None) -> Tensor:
         """``n`` images (N,C,H,W) in [0,1], denoised from Gaussian noise in ``steps`` scheduler steps.
 
         sampler: "ddpm" (ancestral), "ddim" (``eta`` 0 = deterministic), "dpm-solver++" or "euler";
-        ``sampler`` and ``steps`` default to ``config.sampler`` and ``config.sample_steps``; ``guidance_scale`` to the family's default.
+        ``sampler`` and ``steps`` default to ``config.sampler`` and ``config.sample_steps``;
+        ``guidance_scale`` to the family's default.
         The initial noise comes from ``generator`` on the CPU, so a seed gives the same images on any
-        device. ``callback`` receives {"step", "t", "x_t", "x0_pred", "num_steps"} each step (images in [0,1]).
+        device. ``callback`` receives a SamplingStep each step: state x_t and prediction x0, in [0,1].
         """
         steps = self.config.sample_steps if steps is None else steps
         sampler = self.config.sampler if sampler is None else sampler
@@ -319,7 +356,7 @@ class DiffusionModel(GenerativeModel):
         return to_image_range(x)
 
     def denoise_loop(self, x: Tensor, scheduler, timesteps: Tensor, *, labels: Tensor | None = None,
-                     guidance_scale: float = 1.0, callback: Callback | None = None,
+                     guidance_scale: float = 1.0, callback: SamplingCallback | None = None,
                      generator: torch.Generator | None = None, eta: float = 0.0) -> Tensor:
         """Run ``scheduler`` over ``timesteps`` from x (N,C,H,W) in the scheduler's own scale; x_0 in [-1,1]."""
         extra = {"eta": eta} if isinstance(scheduler, DDIMScheduler) else {}
@@ -331,8 +368,7 @@ class DiffusionModel(GenerativeModel):
                 x0 = getattr(step, "pred_original_sample", None)
                 if x0 is None:  # DPM-Solver returns only the next sample
                     x0 = self.predict_x0(x_in, t, out)
-                callback({"step": i, "t": int(t), "x_t": to_image_range(x_in), "x0_pred": to_image_range(x0),
-                          "num_steps": len(timesteps)})
+                callback(SamplingStep(i, len(timesteps), to_image_range(x_in), to_image_range(x0), int(t)))
             x = step.prev_sample
         return x
 
@@ -346,12 +382,12 @@ class DiffusionModel(GenerativeModel):
 
     def schedule_curves(self) -> dict[str, np.ndarray]:
         """This model's schedule: t, betas, alphas_cumprod and log SNR = log(abar/(1-abar)), each (T,)."""
-        return _curves(self.betas, self.alphas_cumprod)
+        return curves_of(self.betas, self.alphas_cumprod)
 
-    # -- abilities and editing (implemented in genlib/diffusion_tools.py) ------------------------------------
+    # -- abilities and editing (implemented in tools.py) ------------------------------------------------
     def bits_per_dim(self, x: Tensor, labels: Tensor | None = None, generator: torch.Generator | None = None,
                      num_timesteps: int = 2) -> Tensor:
-        """Variational bound on -log2 p(x) per dimension (N,) for images (N,C,H,W) in [0,1]; see diffusion_tools."""
+        """Variational bound on -log2 p(x) per dimension (N,) for images (N,C,H,W) in [0,1]; see tools.bits_per_dim."""
         return tools.bits_per_dim(self, x, labels, generator=generator, num_timesteps=num_timesteps)
 
     def attention_maps(self, x0: Tensor | None, t: int, labels: Tensor | None = None,
@@ -366,20 +402,20 @@ class DiffusionModel(GenerativeModel):
         return tools.attention_over_time(self, x0, query, timesteps, labels, generator=generator)
 
     def inpaint(self, x0: Tensor, mask: Tensor, steps: int | None = None, generator: torch.Generator | None = None,
-                callback: Callback | None = None, *, labels: Tensor | None = None, jump_n: int = 1,
+                callback: SamplingCallback | None = None, *, labels: Tensor | None = None, jump_n: int = 1,
                 guidance_scale: float | None = None) -> Tensor:
         """Fill the pixels where ``mask`` (N,1,H,W) is 0 (RePaint); known pixels are kept. Images in [0,1]."""
         return tools.inpaint(self, x0, mask, steps, generator, callback, labels=labels, jump_n=jump_n,
                              guidance_scale=guidance_scale)
 
     def sdedit(self, x0: Tensor, strength: float, steps: int | None = None, generator: torch.Generator | None = None,
-               sampler: str = "ddim", *, labels: Tensor | None = None, callback: Callback | None = None,
+               sampler: str = "ddim", *, labels: Tensor | None = None, callback: SamplingCallback | None = None,
                eta: float = 0.0, guidance_scale: float | None = None) -> Tensor:
         """Noise images x0 (N,C,H,W) in [0,1] to ``strength`` * T and denoise them again (SDEdit)."""
         return tools.sdedit(self, x0, strength, steps, generator, sampler, labels=labels, callback=callback,
                             eta=eta, guidance_scale=guidance_scale)
 
-    # -- checkpoints: a diffusers pipeline folder (read and written in genlib/diffusion_pipelines.py) -------------
+    # -- checkpoints: a diffusers pipeline folder (read and written in pipelines.py) -----------------------------
     def save_pretrained_files(self, folder: Path) -> None:
         """Write model_index.json, unet/ (config.json + safetensors) and scheduler/scheduler_config.json."""
         write_pipeline(Path(folder), self.unet, _public(self.scheduler_config),
@@ -402,21 +438,17 @@ class ConditionalDiffusionModel(DiffusionModel):
     """A diffusion model told which class to draw, with classifier-free guidance."""
 
     Config = CDiffusionConfig
+    Sampling = CDiffusionSampling
     conditional = True
     description = "Class-conditional diffusion model with classifier-free guidance"
     default_guidance_scale = 2.0
 
+    def sampling_defaults(self) -> CDiffusionSampling:
+        return self.Sampling(sampler=self.config.sampler, steps=self.config.sample_steps,
+                             guidance_scale=self.default_guidance_scale)
+
     def _num_class_embeds(self) -> int:
         return self.config.num_classes + 1  # the last index is the null class
-
-    def check_labels(self, labels: Tensor | None, n: int) -> Tensor:
-        """Labels (N,) in 0..K-1 on the model's device; 0..K-1 repeated when None; ValueError otherwise."""
-        if labels is None:
-            return self.default_labels(n)
-        labels = torch.as_tensor(labels)
-        if labels.shape != (n,) or labels.is_floating_point() or labels.min() < 0 or labels.max() >= self.num_classes:
-            raise ValueError(f"labels must be {n} integers in 0..{self.num_classes - 1}")
-        return labels.to(self.device).long()
 
     def class_input(self, labels: Tensor | None, n: int) -> Tensor:
         if labels is None:  # no class given: the null class, i.e. the unconditional model

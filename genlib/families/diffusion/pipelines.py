@@ -80,7 +80,8 @@ def derive_config(unet: dict[str, Any], scheduler: dict[str, Any], conditional: 
     return derived
 
 
-def _curves(betas: Tensor, alphas_cumprod: Tensor) -> dict[str, np.ndarray]:
+def curves_of(betas: Tensor, alphas_cumprod: Tensor) -> dict[str, np.ndarray]:
+    """t, betas, alphas_cumprod and log SNR, each (T,) numpy, of a beta schedule and its cumulative product."""
     abar = alphas_cumprod.double()
     return {"t": np.arange(len(betas)), "betas": betas.double().numpy(), "alphas_cumprod": abar.numpy(),
             "log_snr": (abar.log() - (1 - abar).log()).numpy()}
@@ -91,7 +92,7 @@ def schedule_curves_for(schedule: str, num_train_timesteps: int = 1000) -> dict[
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     sched = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=SCHEDULES[schedule])
-    return _curves(sched.betas, sched.alphas_cumprod)
+    return curves_of(sched.betas, sched.alphas_cumprod)
 
 
 def all_schedule_curves(num_train_timesteps: int = 1000) -> dict[str, dict[str, np.ndarray]]:

@@ -30,10 +30,10 @@ from PIL import Image
 
 from genlib.checkpoints import write_extra
 from genlib.comparison import Evaluator, folder_fingerprint, score_cache_dir
-from genlib.families.diffusion import DiffusionModel
+from genlib.families.diffusion.model import DiffusionModel
 from genlib.images import to_grid
 from genlib.metrics import classifier_features, frechet_distance_from_features
-from genlib.model import GenerativeModel
+from genlib.model import GenerativeModel, SamplingStep
 from genlib.scoring import EVAL_SHAPE, SCORE_VERSION
 
 ReportFn = Callable[[float, str], None]
@@ -97,11 +97,11 @@ def reverse_timelines(model: DiffusionModel, samplers: Sequence[str], n: int, st
     for k, sampler in enumerate(samplers):
         frames: dict[str, list] = {"t": [], "x_t": [], "x0_pred": []}
 
-        def keep(step: dict, k: int = k, sampler: str = sampler) -> None:
-            frames["t"].append(step["t"])
-            frames["x_t"].append(step["x_t"].float().cpu().numpy())          # (N,C,H,W)
-            frames["x0_pred"].append(step["x0_pred"].float().cpu().numpy())  # (N,C,H,W)
-            report((k * steps + step["step"] + 1) / total, f"{sampler}: step {step['step'] + 1}/{steps}")
+        def keep(step: SamplingStep, k: int = k, sampler: str = sampler) -> None:
+            frames["t"].append(step.t)
+            frames["x_t"].append(step.state.float().cpu().numpy())          # (N,C,H,W)
+            frames["x0_pred"].append(step.prediction.float().cpu().numpy())  # (N,C,H,W)
+            report((k * steps + step.step + 1) / total, f"{sampler}: step {step.step + 1}/{steps}")
 
         start = time.perf_counter()
         final = model.sample(n, generator=torch.Generator().manual_seed(seed), labels=labels, sampler=sampler,
@@ -223,9 +223,9 @@ def steps_quality(model: DiffusionModel, *, samplers: Sequence[str] = CURVE_SAMP
 
                 def progress(step: dict, size: int = size, lo: int = lo, sampler: str = sampler,
                              steps: int = steps) -> None:
-                    fraction = (work_done + (step["step"] + 1) * size) / total_work
+                    fraction = (work_done + (step.step + 1) * size) / total_work
                     report(min(fraction, 0.999), f"{sampler}, {steps} steps: samples {lo + 1}-{lo + size} "
-                                                 f"of {num_samples}, step {step['step'] + 1}")
+                                                 f"of {num_samples}, step {step.step + 1}")
 
                 part = None if labels is None else labels[lo:lo + size]
                 start = time.perf_counter()

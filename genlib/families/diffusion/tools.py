@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor
 from torch import Tensor
 
+from genlib.model import SamplingCallback, SamplingStep
+
 if TYPE_CHECKING:
-    from genlib.families.diffusion import DiffusionModel
+    from genlib.families.diffusion.model import DiffusionModel
 
 MASK_KINDS = ("half", "box", "random")
 LOG2 = math.log(2.0)
@@ -64,7 +66,7 @@ def make_mask(kind: str, shape: Sequence[int], generator: torch.Generator | None
 
 @torch.no_grad()
 def inpaint(model: DiffusionModel, x0: Tensor, mask: Tensor, steps: int | None = None,
-            generator: torch.Generator | None = None, callback: Callable[[dict], None] | None = None, *,
+            generator: torch.Generator | None = None, callback: SamplingCallback | None = None, *,
             labels: Tensor | None = None, jump_n: int = 1, guidance_scale: float | None = None) -> Tensor:
     """RePaint (Lugmayr et al. 2022) with DDPM steps: fill where ``mask`` (N,1,H,W) is 0.
 
@@ -103,8 +105,8 @@ def inpaint(model: DiffusionModel, x0: Tensor, mask: Tensor, steps: int | None =
                 a = (abar[int(t)] / (abar[prev] if prev >= 0 else 1.0)).to(dev)
                 x = a.sqrt() * merged + (1 - a).sqrt() * _noise(x0.shape, generator, dev)
         if callback is not None:
-            callback({"step": i, "t": int(t), "x_t": to_image_range(x),
-                      "x0_pred": to_image_range(step.pred_original_sample), "num_steps": len(timesteps)})
+            callback(SamplingStep(i, len(timesteps), to_image_range(x), to_image_range(step.pred_original_sample),
+                                  int(t)))
         x = merged
     return mask * x0 + (1 - mask) * to_image_range(x)
 
@@ -112,7 +114,7 @@ def inpaint(model: DiffusionModel, x0: Tensor, mask: Tensor, steps: int | None =
 @torch.no_grad()
 def sdedit(model: DiffusionModel, x0: Tensor, strength: float, steps: int | None = None,
            generator: torch.Generator | None = None, sampler: str = "ddim", *, labels: Tensor | None = None,
-           callback: Callable[[dict], None] | None = None, eta: float = 0.0,
+           callback: SamplingCallback | None = None, eta: float = 0.0,
            guidance_scale: float | None = None) -> Tensor:
     """SDEdit (Meng et al. 2022): noise x0 (N,C,H,W) in [0,1] part way and denoise it again.
 

@@ -1,8 +1,8 @@
 """Small pieces the diffusion page's tabs share: test digits and uploads as model inputs, a progress
 bar fed by a sampler's callback, per-session result caches, and the page's plotly figures.
 
-Drawing only: every number plotted comes from genlib (the model, genlib.diffusion_pipelines,
-genlib.diffusion_analysis). Session-state keys start with ``dif_``.
+Drawing only: every number plotted comes from the genlib diffusion family package. Session-state keys
+start with ``dif_``.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import torch
 from plotly.subplots import make_subplots
 
 from genlib.data import UploadError, load_upload, mnist
-from genlib.diffusion_analysis import StepsQuality
-from genlib.diffusion_pipelines import all_schedule_curves
+from genlib.families.diffusion import StepsQuality, all_schedule_curves
+from genlib.model import SamplingStep
 
 COMPARED_SCHEDULES = ("linear", "cosine", "sigmoid")
 REMEMBERED_RESULTS = 8   # per cache: enough to flip between a few settings without recomputing
@@ -34,7 +34,8 @@ def digits_fit(model) -> bool:
     return tuple(model.image_shape) == tuple(mnist().test_images.shape[1:])
 
 
-def test_digit_input(key: str, label: str = "Test digit (index into the 1,000 test digits)") -> tuple[torch.Tensor, int]:
+def test_digit_input(key: str, label: str = "Test digit (index into the 1,000 test digits)"
+                     ) -> tuple[torch.Tensor, int]:
     """A number input choosing one test digit; returns (image (1,1,28,28) in [0,1], its label)."""
     split = mnist()
     index = int(st.number_input(label, 0, len(split.test_images) - 1, 0, key=key))
@@ -65,12 +66,12 @@ def guidance_input(model, key: str, container=st) -> float | None:
     if not model.conditional:
         return None
     return float(container.slider(
-        "Guidance scale", 0.0, 8.0, float(model.default_guidance_scale), 0.5, key=key,
+        "Guidance scale", 0.0, 8.0, float(model.sampling_defaults().guidance_scale), 0.5, key=key,
         help="Classifier-free guidance: 1 = the plain conditional model, 0 = ignore the class, above 1 = "
              "follow the class harder (clearer digits, less variety)."))
 
 
-def step_progress(what: str) -> Callable[[dict], None]:
+def step_progress(what: str) -> Callable[[SamplingStep], None]:
     """A progress bar and a callback for the model's sampling loop that moves it every step.
 
     Each update is a Streamlit call, so any widget click stops a long run at the next step
@@ -78,9 +79,9 @@ def step_progress(what: str) -> Callable[[dict], None]:
     """
     bar = st.progress(0.0, text=f"{what}…")
 
-    def on_step(step: dict) -> None:
-        done = step["step"] + 1
-        bar.progress(done / step["num_steps"], text=f"{what}: step {done}/{step['num_steps']} (t={step['t']})")
+    def on_step(step: SamplingStep) -> None:
+        done = step.step + 1
+        bar.progress(done / step.num_steps, text=f"{what}: step {done}/{step.num_steps} (t={step.t})")
 
     return on_step
 

@@ -1,5 +1,5 @@
 """The GAN families' networks: MLP and conv generators and discriminators, the projection
-discriminator, and DiffAugment's translation. Plain modules; genlib/families/gan.py wires them
+discriminator, and DiffAugment's translation. Plain modules; model.py beside this file wires them
 into models (label embeddings, losses, the two-optimizer step).
 """
 from __future__ import annotations

@@ -34,9 +34,25 @@ from torch import Tensor, nn
 
 from genlib.config import ConfigError, setting
 from genlib.data import TRAINING_SETS
-from genlib.gan_networks import (ProjectionDiscriminator, conv_discriminator, conv_generator,  # noqa: F401
-                                 mlp_discriminator, mlp_generator, translate)
-from genlib.model import GenerativeModel, ModelConfig, StepOutput, StepTools
+from genlib.families.gan.networks import (
+    ProjectionDiscriminator,
+    conv_discriminator,
+    conv_generator,
+    mlp_discriminator,
+    mlp_generator,
+    translate,
+)
+from genlib.model import (
+    KINDS_BY_DATASET,
+    DataKind,
+    GenerativeModel,
+    ModelConfig,
+    SamplingCallback,
+    SamplingOptions,
+    SamplingStep,
+    StepOutput,
+    StepTools,
+)
 from genlib.registry import register
 from genlib.training import TrainingDiverged
 
@@ -216,13 +232,22 @@ class CGANConfig(DCGANConfig):
     dataset: str = setting("mnist", "training images: MNIST digits, the classes it conditions on", choices=("mnist",))
 
 
+@dataclass(frozen=True)
+class GANSampling(SamplingOptions):
+    """How a GAN draws: the truncation trick or not."""
+
+    truncation: float = setting(0.0, "truncation trick: bound each noise coordinate to |z| <= this; less variety, "
+                                     "more typical images (0 = off)", min=0.0, max=5.0, step=0.1)
+
+
 # -- the model ---------------------------------------------------------------------------------------
 class GAN(GenerativeModel):
     """Base of the GAN families: subclasses only ``build`` the generator and discriminator."""
-    group = "GANs"
-    page = "pages/gans.py"
 
     Config = GANConfig
+    Sampling = GANSampling
+    group = "GANs"
+    page = "pages/gans.py"
 
     def __init__(self, config: GANConfig):
         super().__init__(config)
@@ -267,15 +292,9 @@ class GAN(GenerativeModel):
         """Everything G's optimizer trains (the generator and cgan's G-side embedding)."""
         return [p for m in (self.generator, self.g_embed) if m is not None for p in m.parameters()]
 
-    def _check_labels(self, labels: Tensor | None, n: int) -> Tensor | None:
-        if not self.conditional:
-            return None
-        if labels is None:
-            return self.default_labels(n)
-        labels = labels.to(self.device).long()
-        if labels.shape != (n,) or labels.min() < 0 or labels.max() >= self.num_classes:
-            raise ValueError(f"labels must be {n} integers in 0..{self.num_classes - 1}")
-        return labels
+    def trained_data(self) -> DataKind:
+        """Digits, or faces when ``dataset`` says so."""
+        return KINDS_BY_DATASET[self.config.dataset]
 
     # -- training ------------------------------------------------------------------------------
     def configure_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
@@ -347,17 +366,18 @@ class GAN(GenerativeModel):
     @torch.no_grad()
     def sample_from_noise(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """Images (N,1,28,28) in [0,1] for noise z (N,noise_dim); conditional models take labels (N,)."""
-        images = self.generate(z.to(self.device), self._check_labels(labels, z.shape[0]))
+        images = self.generate(z.to(self.device), self.check_labels(labels, z.shape[0]))
         return ((images.float() + 1) / 2).clamp(0, 1)
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, labels: Tensor | None = None,
-               callback: Callable[[dict], None] | None = None, truncation: float | None = None) -> Tensor:
-        """``n`` images (N,1,28,28) in [0,1]; ``truncation`` bounds each noise coordinate (see ``noise``)."""
-        labels = self._check_labels(labels, n)  # validated before any noise is drawn
-        images = self.sample_from_noise(self.noise(n, generator, truncation), labels)
+               callback: SamplingCallback | None = None, truncation: float | None = None) -> Tensor:
+        """``n`` images (N,1,28,28) in [0,1]; ``truncation`` bounds each noise coordinate (see ``noise``;
+        None or 0 = off)."""
+        labels = self.check_labels(labels, n)  # validated before any noise is drawn
+        images = self.sample_from_noise(self.noise(n, generator, truncation or None), labels)
         if callback is not None:
-            callback({"step": 0, "x0": images})
+            callback(SamplingStep(0, 1, images, images))
         return images
 
 
@@ -388,6 +408,7 @@ class MLPGAN(GAN):
     """The textbook GAN (Goodfellow et al., 2014): fully connected G and D."""
 
     Config = MLPGANConfig
+    tiny_config = {"noise_dim": 8, "hidden": 16}
     description = "Textbook GAN with fully connected generator and discriminator"
 
     def build(self) -> tuple[nn.Module, nn.Module]:
@@ -402,6 +423,7 @@ class DCGAN(GAN):
     """Deep convolutional GAN (Radford et al., 2015): transposed convs and BatchNorm in G."""
 
     Config = DCGANConfig
+    tiny_config = {"noise_dim": 8, "g_width": 4, "d_width": 4}
     description = "DCGAN: convolutional generator (with BatchNorm) and discriminator"
 
     def build(self) -> tuple[nn.Module, nn.Module]:
@@ -420,5 +442,6 @@ class ConditionalGAN(DCGAN):
     """Conditional DCGAN (Mirza & Osindero, 2014): both nets see a learned embedding of the class."""
 
     Config = CGANConfig
+    tiny_config = {"noise_dim": 8, "g_width": 4, "d_width": 4, "embed_dim": 4}
     conditional = True
     description = "Conditional DCGAN: choose which digit to draw"

@@ -10,18 +10,15 @@ What a page draws, from ``Toy2DGAN.snapshot()``:
     surface  (R,R)    D's score on a grid over ``bounds`` (row i is ys[i], column j is xs[j])
     arrows   (n,2)    where G's next update pushes each fake point: -d(g_loss)/dx
 
-``ToySession`` runs a model in a background thread (like ``genlib.jobs.Job``): start, pause,
-single D or G steps while paused, cancel, and a snapshot that any thread may read. Nothing here
+``ToySession`` runs a model on the background runner (genlib.background, like training jobs): run,
+pause, single D or G steps while paused, cancel, and a snapshot that any thread may read. Nothing here
 imports Streamlit, and nothing touches torch's global random state: every draw comes from the
 model's own generator, so two sessions with the same seed make the same pictures.
 """
 from __future__ import annotations
 
-import logging
 import math
-import threading
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -30,9 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from genlib import background
+from genlib.background import Control, Failed, Work
 from genlib.config import Config, setting
-from genlib.families.gan import LOSS_NAMES, LOSSES, gradient_penalty
-from genlib.tasks import plain_error
+from genlib.families.gan.model import LOSS_NAMES, LOSSES, gradient_penalty
 from genlib.training import TrainingDiverged
 
 GAUSSIAN_MEAN = (1.0, -0.5)  # the "gaussian" distribution: a known target for tests and newcomers
@@ -40,7 +38,6 @@ GAUSSIAN_STD = 0.5
 MAX_HISTORY = 5000           # loss rows kept per model (one per G update)
 TICK_SLEEP_S = 0.02          # pause between ticks, so a running session never hogs a small CPU
 MAX_RUNNING_TOY_SESSIONS = 4
-MAX_TOY_SESSIONS = 32        # registry size; the oldest sessions that are not running are dropped
 
 
 # -- distributions: name -> (n, generator) -> points (n,2) ----------------------------------------------
@@ -142,8 +139,6 @@ class ToySnapshot:
     arrows: np.ndarray                         # (n,2) where G pushes each fake point
     bounds: tuple[float, float, float, float]  # (xmin, xmax, ymin, ymax)
     history: list[dict[str, float]] = field(default_factory=list)
-    status: str = "paused"
-    message: str = ""
 
 
 class Toy2DGAN:
@@ -260,136 +255,84 @@ class Toy2DGAN:
 
 
 # -- background sessions -----------------------------------------------------------------------------------
-class ToyLimitError(RuntimeError):
-    """Too many toy sessions are running already."""
+class ToySession(Work):
+    """A Toy2DGAN trained on the background runner: run, pause, single steps, cancel, snapshot.
 
-
-class ToySession:
-    """A Toy2DGAN trained in a worker thread: start, pause, single steps, cancel, snapshot.
-
-    Status: paused | running | finished (max_steps reached) | cancelled | failed (NaN). Every
-    method may be called from any thread; the lock guards the model between ticks.
+    Status (genlib.background): paused | running | finished (max_steps reached) | cancelled | failed
+    (NaN). ``snapshot().state`` is the ``ToySnapshot`` picture. Every method may be called from any
+    thread; ``self.lock`` guards the model between ticks.
     """
 
-    def __init__(self, config: ToyConfig, session_id: str | None = None):
-        self.id = session_id or uuid.uuid4().hex[:8]
+    kind = "toy"
+    limit = MAX_RUNNING_TOY_SESSIONS
+    busy_message = "{n} toy sessions are already running; pause one first"
+
+    def __init__(self, config: ToyConfig, steps_per_tick: int = 5):
+        super().__init__(title=f"2-D toy on {config.distribution}")
         self.config = config
         self.model = Toy2DGAN(config)
-        self.status = "paused"
-        self.message = ""
-        self.steps_per_tick = 5
-        self.cancel_event = threading.Event()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self.steps_per_tick = _checked_speed(steps_per_tick)
+
+    def run(self, control: Control) -> None:
+        """Tick until paused (then wait), cancelled, diverged or at ``max_steps``."""
+        while True:
+            control.wait_while_paused()
+            with self.lock:
+                for _ in range(self.steps_per_tick):
+                    try:
+                        self.model.step()
+                    except TrainingDiverged as err:
+                        raise Failed(f"training diverged: {err}") from None
+                    if self.model.steps >= self.config.max_steps:
+                        control.publish(step=self.model.steps, total=self.config.max_steps)
+                        control.final_message = f"reached max_steps={self.config.max_steps}"
+                        return
+            control.report(step=self.model.steps, total=self.config.max_steps, message="")
+            time.sleep(TICK_SLEEP_S)
+
+    def view(self) -> ToySnapshot:
+        """The picture of the model now."""
+        return self.model.snapshot()
 
     def start(self, steps_per_tick: int = 5) -> None:
-        """Run continuously, ``steps_per_tick`` steps every tick, until paused, cancelled or done."""
-        if not 1 <= steps_per_tick <= 1000:
-            raise ValueError(f"steps_per_tick must be 1 to 1000, got {steps_per_tick}")
-        with _SESSIONS_LOCK, self._lock:
-            if self.status in ("cancelled", "failed"):
-                raise RuntimeError(f"this session is {self.status}; start a new one")
-            self.steps_per_tick = steps_per_tick
-            if self.status == "running":
-                return
-            running = sum(s.status == "running" for s in _SESSIONS.values() if s is not self)
-            if running >= MAX_RUNNING_TOY_SESSIONS:
-                raise ToyLimitError(f"{running} toy sessions are already running; pause one first")
-            self.status, self.message = "running", ""
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name=f"genlib-toy-{self.id}", daemon=True)
-                self._thread.start()
-
-    def pause(self) -> None:
-        """Stop after the current tick; the model keeps its state and single steps still work."""
-        with self._lock:
-            if self.status == "running":
-                self.status = "paused"
+        """Run continuously, ``steps_per_tick`` G updates every tick (RunnerBusy at the limit)."""
+        self._require_alive()
+        self.steps_per_tick = _checked_speed(steps_per_tick)
+        self.resume()
 
     def single_step(self, phase: str) -> dict[str, float]:
         """One D update (``phase="d"``) or one G update (``"g"``), in the caller's thread."""
         steps = {"d": self.model.d_step, "g": self.model.g_step}
         if phase not in steps:
             raise ValueError(f"phase must be 'd' or 'g', got {phase!r}")
-        with self._lock:
-            if self.status in ("cancelled", "failed"):
-                raise RuntimeError(f"this session is {self.status}; start a new one")
+        self._require_alive()
+        with self.lock:
             try:
-                return steps[phase]()
+                scalars = steps[phase]()
             except TrainingDiverged as err:
-                self.status, self.message = "failed", f"training diverged: {err}"
+                self.fail(f"training diverged: {err}")
                 raise
+            self.control.publish(step=self.model.steps, total=self.config.max_steps)
+            return scalars
 
-    def cancel(self) -> None:
-        """Stop for good; the worker ends within one tick."""
-        self.cancel_event.set()
-        with self._lock:
-            if self.status in ("running", "paused"):
-                self.status = "cancelled"
-
-    def snapshot(self, resolution: int = 60) -> ToySnapshot:
-        """A consistent picture of the model plus the session's status and message."""
-        with self._lock:
-            snap = self.model.snapshot(resolution)
-            snap.status, snap.message = self.status, self.message
-        return snap
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Join the worker thread, if there is one (tests; a page polls ``snapshot`` instead)."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                if self.status != "running" or self.cancel_event.is_set():
-                    self._thread = None
-                    return
-                try:
-                    for _ in range(self.steps_per_tick):
-                        self.model.step()
-                        if self.model.steps >= self.config.max_steps:
-                            self.status, self.message = "finished", f"reached max_steps={self.config.max_steps}"
-                            break
-                except TrainingDiverged as err:
-                    self.status, self.message = "failed", f"training diverged: {err}"
-                except Exception as err:  # never die silently: the page shows the message
-                    # Plain words for the page; the traceback (with the error's class) goes to the log.
-                    self.status, self.message = "failed", plain_error(err)
-                    logging.getLogger(__name__).exception("toy session %s failed", self.id)
-            time.sleep(TICK_SLEEP_S)
+    def _require_alive(self) -> None:
+        if self.status in ("cancelled", "failed", "finished"):
+            raise RuntimeError(f"this session is {self.status}; start a new one")
 
 
-_SESSIONS: dict[str, ToySession] = {}
-_SESSIONS_LOCK = threading.Lock()
+def _checked_speed(steps_per_tick: int) -> int:
+    if not 1 <= steps_per_tick <= 1000:
+        raise ValueError(f"steps_per_tick must be 1 to 1000, got {steps_per_tick}")
+    return steps_per_tick
 
 
 def start_toy_session(config: ToyConfig | dict[str, Any], *, run: bool = True, steps_per_tick: int = 5) -> ToySession:
-    """Create and register a session (validating a dict config); with ``run`` start it too.
+    """Create a session (validating a dict config) on the background runner; with ``run`` it runs at once.
 
-    Raises ConfigError for a bad config and ToyLimitError when MAX_RUNNING_TOY_SESSIONS run already
+    Raises ConfigError for a bad config and RunnerBusy when MAX_RUNNING_TOY_SESSIONS run already
     (then nothing is registered). ``run=False`` gives a paused session for step-by-step mode.
     """
     config = ToyConfig.from_dict(config) if isinstance(config, dict) else config
-    session = ToySession(config)
-    with _SESSIONS_LOCK:
-        _SESSIONS[session.id] = session
-        idle = [s for s in _SESSIONS.values() if s.status != "running" and s is not session]
-        for old in idle[: max(0, len(_SESSIONS) - MAX_TOY_SESSIONS)]:  # oldest first (insertion order)
-            old.cancel()
-            del _SESSIONS[old.id]
-    if run:
-        try:
-            session.start(steps_per_tick)
-        except ToyLimitError:
-            with _SESSIONS_LOCK:
-                _SESSIONS.pop(session.id, None)
-            raise
+    session = background.start(ToySession(config, steps_per_tick), paused=not run)
+    assert isinstance(session, ToySession)
     return session
-
-
-def get_toy_session(session_id: str) -> ToySession | None:
-    """The registered session with this id, or None (never created, or dropped as old)."""
-    with _SESSIONS_LOCK:
-        return _SESSIONS.get(session_id)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from genlib.data import corrupt, mnist
+from genlib.families.autoencoders.model import Autoencoder
 from genlib.metrics import mean_squared_error
 from genlib.model import GenerativeModel
 
@@ -33,7 +34,8 @@ def _labels_for(model: GenerativeModel, labels: Tensor | None) -> Tensor | None:
         return None
     if labels is None:
         raise ValueError(f"{model.family} is conditional: pass one label per image")
-    return torch.as_tensor(labels).long().to(model.device)
+    labels = torch.as_tensor(labels)
+    return model.check_labels(labels, labels.shape[0])
 
 
 def _full(model: GenerativeModel, n: int, label: int | None) -> Tensor | None:
@@ -63,19 +65,15 @@ def decode(model: GenerativeModel, z: Tensor, labels: Tensor | None = None) -> T
     return model.decode(z.to(model.device), _labels_for(model, labels)).float().cpu()
 
 
-def prior_stats(model: GenerativeModel) -> tuple[Tensor, Tensor]:
+def prior_stats(model: Autoencoder) -> tuple[Tensor, Tensor]:
     """(mean (D,), std (D,)) of the Gaussian the model samples its codes from.
 
-    VAEs: N(0, I). Plain and denoising AEs: the Gaussian fitted to the training codes after
-    training (``prior_mean``, ``prior_scale_tril``); std is the square root of the diagonal of
-    L L^T, i.e. the row norms of the Cholesky factor L.
+    VAEs: N(0, I) (their buffers keep that value). Plain and denoising AEs: the Gaussian fitted to
+    the training codes after training (``prior_mean``, ``prior_scale_tril``); std is the square root
+    of the diagonal of L L^T, i.e. the row norms of the Cholesky factor L.
     """
-    d = model.config.latent_dim
-    mean = getattr(model, "prior_mean", None)
-    tril = getattr(model, "prior_scale_tril", None)
-    if mean is None or tril is None:
-        return torch.zeros(d), torch.ones(d)
-    return mean.detach().float().cpu(), tril.detach().float().cpu().pow(2).sum(1).sqrt()
+    return (model.prior_mean.detach().float().cpu(),
+            model.prior_scale_tril.detach().float().cpu().pow(2).sum(1).sqrt())
 
 
 # -- sampling and reconstruction ---------------------------------------------------------------------
@@ -89,9 +87,8 @@ def sample_grid(model: GenerativeModel, seed: int, n: int = 64, digit: int | Non
     """
     gen = torch.Generator().manual_seed(int(seed))
     if model.conditional and digit is None:
-        k = model.num_classes
-        labels = torch.arange(k).repeat_interleave(k)
-        return model.sample(k * k, generator=gen, labels=labels.to(model.device)).float().cpu(), k
+        labels = model.class_rows()
+        return model.sample(len(labels), generator=gen, labels=labels).float().cpu(), model.num_classes
     labels = _full(model, n, digit)
     return model.sample(n, generator=gen, labels=labels).float().cpu(), 8
 
@@ -161,7 +158,7 @@ def reconstructions(model: GenerativeModel, images: Tensor, labels: Tensor | Non
     """
     images = images.float().cpu()
     if noise_std is None:
-        noise_std = float(getattr(model.config, "noise_std", 0.0)) if model.has("denoise") else 0.0
+        noise_std = float(model.config.noise_std) if model.has("denoise") else 0.0
     noisy = corrupt(images, noise_std, generator=torch.Generator().manual_seed(int(seed))) if noise_std > 0 else None
     source = images if noisy is None else noisy
     if model.conditional and labels is None:
@@ -216,7 +213,7 @@ def manifold_grid(model: GenerativeModel, n: int = 15, label: int | None = None)
     if model.config.latent_dim != 2:
         raise ValueError(f"a manifold grid needs a 2-D latent space; this model has {model.config.latent_dim}")
     mean, std = prior_stats(model)
-    if model.has("log_likelihood"):
+    if model.has("likelihood"):
         t = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
     else:
         t = torch.linspace(-2.0, 2.0, n)

@@ -1,7 +1,7 @@
 """The diffusion page's deeper tabs: steps against quality (a background task), attention maps with a
 clickable query pixel, and editing (RePaint inpainting, SDEdit).
 
-Drawing only; the maths is in genlib (diffusion_analysis, diffusion_tools through the model's methods).
+Drawing only; the maths is in the genlib diffusion family package (through the model's methods).
 Session-state keys start with ``dif_``.
 """
 from __future__ import annotations
@@ -14,16 +14,35 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from genlib import background
+from genlib.background import Snapshot, start_task
 from genlib.comparison import folder_fingerprint
-from genlib.diffusion_analysis import (CURVE_SAMPLERS, DEFAULT_CURVE_STEPS, MIN_CURVE_SAMPLES, STEPS_GRID,
-                                       load_steps_quality, save_steps_quality, steps_quality)
-from genlib.diffusion_tools import MASK_KINDS, make_mask
-from genlib.families.diffusion import SAMPLERS
+from genlib.families.diffusion import (
+    CURVE_SAMPLERS,
+    DEFAULT_CURVE_STEPS,
+    MASK_KINDS,
+    MIN_CURVE_SAMPLES,
+    SAMPLERS,
+    STEPS_GRID,
+    load_steps_quality,
+    make_mask,
+    save_steps_quality,
+    steps_quality,
+)
 from genlib.images import grid_png
-from genlib.tasks import get_task, start_task
-from pages._diffusion_views import (attention_click_figure, attention_row_figure, digits_fit, guidance_input,
-                                    quality_figure, recall, remember, step_progress, test_digit_input, uploaded_digit)
-from pages._ui import Picked, device_label, download_png, global_seed
+from pages._ui import Picked, device_label, download_png, global_seed, watch
+from pages.diffusion.views import (
+    attention_click_figure,
+    attention_row_figure,
+    digits_fit,
+    guidance_input,
+    quality_figure,
+    recall,
+    remember,
+    step_progress,
+    test_digit_input,
+    uploaded_digit,
+)
 
 ROW_TIMESTEPS = 6          # timesteps in the attention-over-time row
 SHIPPED_CURVE = {"num_samples": 250, "seed": 0}   # what shipped checkpoints' steps_quality.json measured
@@ -39,19 +58,12 @@ def _measure_and_save(model, folder: Path, samplers: list[str], grid: list[int],
     return result
 
 
-@st.fragment(run_every=1.0)
-def _curve_progress(task_id: str) -> None:
-    """Poll the running curve every second; a full rerun draws the result once the task has ended."""
-    task = get_task(task_id)
-    if task is None:
-        return
-    snap = task.snapshot()
-    if snap.done:
-        st.rerun()
-    eta = f" · about {snap.seconds * (1 - snap.fraction) / snap.fraction:.0f} s left" if snap.fraction > 0.01 else ""
-    st.progress(snap.fraction, text=f"{snap.message} · {snap.seconds:.0f} s{eta}")
+def _curve_progress(snap: Snapshot) -> None:
+    """The running curve's progress, redrawn every second by ``watch``; Cancel stops it at its next sampler step."""
+    eta = f" · about {snap.eta_s:.0f} s left" if snap.eta_s is not None else ""
+    st.progress(snap.fraction, text=f"{snap.message} · {snap.elapsed_s:.0f} s{eta}")
     if st.button("Cancel", key="dif_sq_cancel", icon=":material/stop:"):
-        task.cancel()
+        background.get(snap.id).cancel()
         st.caption("Cancelling after the current sampler step…")
 
 
@@ -96,12 +108,12 @@ def steps_quality_tab(p: Picked) -> None:
     key = (f"steps-quality:{folder_fingerprint(p.info.path)}:{num_samples}:{seed}:"
            f"{','.join(map(str, grid))}:{','.join(samplers)}")
     tasks = st.session_state.setdefault("dif_sq_tasks", {})  # settings key -> task id
-    task = get_task(tasks[key]) if key in tasks else None
+    task = background.get(tasks.get(key))
     snap = task.snapshot() if task is not None else None
     if snap is not None and snap.status == "running":
-        _curve_progress(task.id)
+        watch([task.id], lambda snaps: _curve_progress(snaps[0]))
         return
-    if snap is not None and snap.status == "done":
+    if snap is not None and snap.status == "finished":
         _draw_curve(snap.result, p.info.name)
         return
     # No icons in alerts: a Material icon's name would be the first words of the alert's text.
@@ -113,7 +125,8 @@ def steps_quality_tab(p: Picked) -> None:
     st.info(f"No stored curve for these settings. Measuring it runs the UNet {calls:,} times in the background "
             "(you can switch tabs meanwhile); the result is cached for every session.")
     if st.button("Compute", type="primary", key="dif_sq_compute", icon=":material/play_arrow:"):
-        task = start_task(key, partial(_measure_and_save, m, p.info.path, samplers, grid, num_samples, seed))
+        task = start_task(key, partial(_measure_and_save, m, p.info.path, samplers, grid, num_samples, seed),
+                          title=f"steps against quality of {p.info.name}")
         tasks[key] = task.id
         st.rerun()
 
@@ -159,7 +172,7 @@ def _take_click() -> None:
 
 def attention_tab(p: Picked) -> None:
     m, seed = p.model, global_seed()
-    if "attention_maps" not in m.abilities:
+    if not m.has("attention"):
         st.info("This model's UNet has no attention layers (it was built with attention off), so there are no "
                 "attention maps to show.")
         return
@@ -197,7 +210,8 @@ def attention_tab(p: Picked) -> None:
         st.plotly_chart(attention_click_figure(image[0, 0], maps[0], (row, col)), key="dif_attn_click",
                         on_select="rerun", selection_mode="points", width="content")
         st.caption(f"Where pixel (row {row}, column {col}) looks in {block}, head {head}, at t = {t}: the "
-                   f"share of its attention on each of the block's {maps.shape[1]}x{maps.shape[2]} tokens (brighter = more). "
+                   f"share of its attention on each of the block's {maps.shape[1]}x{maps.shape[2]} tokens "
+                   "(brighter = more). "
                    "Click any pixel to query it.")
     st.plotly_chart(attention_row_figure(maps[1:], row_timesteps, (row, col), (height, width)), key="dif_attn_time")
     st.caption("The same query across the reverse process (same noise): near t = 0 the model sees a clean digit; "
@@ -270,9 +284,9 @@ def editing_tab(p: Picked) -> None:
         else:
             on_step, first = step_progress("SDEdit"), []
 
-            def keep_first(step: dict) -> None:  # the noised image the denoising starts from
+            def keep_first(step) -> None:  # the noised image the denoising starts from
                 if not first:
-                    first.append(step["x_t"][:1].cpu())
+                    first.append(step.state[:1].cpu())
                 on_step(step)
 
             out = m.sdedit(batch, strength, steps, gen, sampler, labels=labels, callback=keep_first,

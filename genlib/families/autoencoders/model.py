@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +19,7 @@ from torch import Tensor, nn
 
 from genlib.config import setting
 from genlib.data import corrupt
-from genlib.model import GenerativeModel, ModelConfig, StepOutput
+from genlib.model import GenerativeModel, ModelConfig, SamplingCallback, SamplingStep, StepOutput
 from genlib.registry import register
 
 LOG2 = math.log(2.0)
@@ -86,11 +85,11 @@ class _Decoder(nn.Module):
 class Autoencoder(GenerativeModel):
     """A deterministic autoencoder. It samples by drawing z from a Gaussian fitted to the
     training codes after training (a plain AE has no prior of its own)."""
-    group = "Autoencoders"
-    page = "pages/autoencoders.py"
 
     Config = AEConfig
-    abilities = frozenset({"encode", "decode", "reconstruct"})
+    group = "Autoencoders"
+    page = "pages/autoencoders.py"
+    tiny_config = {"latent_dim": 2, "width": 4, "hidden": 16}
     description = "Plain autoencoder; samples from a Gaussian fitted to its training codes"
     code_factor = 1  # encoder outputs code_factor * latent_dim numbers
 
@@ -108,12 +107,9 @@ class Autoencoder(GenerativeModel):
     def _onehot(self, labels: Tensor | None, n: int) -> Tensor | None:
         if not self.conditional:
             return None
-        if labels is None:
+        if labels is None:  # encoding needs the true class: no default here
             raise ValueError(f"{self.family} is conditional: pass labels (one per image)")
-        labels = labels.to(self.device).long()
-        if labels.shape != (n,) or labels.min() < 0 or labels.max() >= self.num_classes:
-            raise ValueError(f"labels must be {n} integers in 0..{self.num_classes - 1}")
-        return F.one_hot(labels, self.num_classes).float()
+        return F.one_hot(self.check_labels(labels, n), self.num_classes).float()
 
     def _decode_logits(self, z: Tensor, labels: Tensor | None) -> Tensor:
         onehot = self._onehot(labels, z.shape[0])
@@ -168,12 +164,10 @@ class Autoencoder(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, labels: Tensor | None = None,
-               callback: Callable[[dict], None] | None = None) -> Tensor:
-        if self.conditional and labels is None:
-            labels = self.default_labels(n)
-        images = self.decode(self.sample_latents(n, generator), labels)
+               callback: SamplingCallback | None = None) -> Tensor:
+        images = self.decode(self.sample_latents(n, generator), self.check_labels(labels, n))
         if callback is not None:
-            callback({"step": 0, "x0": images})
+            callback(SamplingStep(0, 1, images, images))
         return images
 
 
@@ -182,7 +176,6 @@ class DenoisingAutoencoder(Autoencoder):
     """An autoencoder trained to undo Gaussian pixel noise."""
 
     Config = DAEConfig
-    abilities = frozenset({"encode", "decode", "reconstruct", "denoise"})
     description = "Denoising autoencoder: learns to remove Gaussian pixel noise"
 
     def model_input(self, x: Tensor) -> Tensor:
@@ -197,7 +190,7 @@ class VAE(Autoencoder):
     """Variational autoencoder with a standard normal prior and a diagonal Gaussian posterior."""
 
     Config = VAEConfig
-    abilities = frozenset({"encode", "decode", "reconstruct", "log_likelihood"})
+    likelihood = "bound"
     description = "Variational autoencoder (beta and BCE/MSE selectable)"
     code_factor = 2
 
@@ -208,7 +201,8 @@ class VAE(Autoencoder):
 
     def _elbo_terms(self, x: Tensor, labels: Tensor | None, generator: torch.Generator | None = None):
         mu, logvar = self.posterior(x, labels)
-        eps = torch.randn(mu.shape, generator=generator).to(mu.device) if generator is not None else torch.randn_like(mu)
+        eps = (torch.randn(mu.shape, generator=generator).to(mu.device) if generator is not None
+               else torch.randn_like(mu))
         z = mu + eps * torch.exp(0.5 * logvar)
         recon = self.reconstruction_loss(self._decode_logits(z, labels), x)      # (B,)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)               # (B,)
@@ -239,8 +233,6 @@ class VAE(Autoencoder):
         dims = x[0].numel()
         bpd = (recon + kl) / (dims * LOG2)
         return bpd + 8.0 if self.config.loss == "mse" else bpd
-
-    likelihood_is_bound = True
 
 
 @register("cvae")
