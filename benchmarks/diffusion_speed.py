@@ -20,13 +20,8 @@ from typing import Callable
 
 import torch
 
-from genlib.families.diffusion import (
-    SAMPLERS,
-    CDiffusionConfig,
-    ConditionalDiffusionModel,
-    DiffusionConfig,
-    DiffusionModel,
-)
+from genlib.families.diffusion import (SAMPLERS, CDiffusionConfig, ConditionalDiffusionModel, DiffusionConfig,
+                                       DiffusionModel)
 
 OUT = Path(__file__).with_suffix(".md")
 SHIPPED_STEPS = 1800  # --max-steps of diffusion-mnist and cdiffusion-mnist in scripts/train_shipped.sh

@@ -94,6 +94,7 @@ class Snapshot:
 
     @property
     def running(self) -> bool:
+        """True while the work runs (not paused, not ended)."""
         return self.status == "running"
 
 
@@ -193,6 +194,7 @@ class Work:
 
     @property
     def status(self) -> str:
+        """running | paused | finished | cancelled | failed, as of now."""
         return self._status
 
     def cancel(self) -> None:
@@ -266,6 +268,7 @@ class FunctionWork(Work):
         self._fn = fn
 
     def run(self, control: Control) -> Any:
+        """Call ``fn`` with a ``report(fraction, message)`` and the cancel event; return what it returns."""
         return self._fn(lambda fraction, message: control.report(fraction, message), control.cancel_event)
 
 

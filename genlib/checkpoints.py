@@ -52,6 +52,7 @@ class CheckpointError(ValueError):
 
 
 def shipped_dir() -> Path:
+    """Where the shipped checkpoints live: ``$GENLIB_CHECKPOINTS``, else the repository's checkpoints/."""
     return Path(os.environ.get("GENLIB_CHECKPOINTS", REPO_ROOT / "checkpoints"))
 
 
@@ -74,10 +75,12 @@ class CheckpointInfo:
 
     @property
     def name(self) -> str:
+        """The folder's name."""
         return self.path.name
 
     @property
     def preview(self) -> Path | None:
+        """The folder's samples.png, or None when it has none."""
         p = self.path / "samples.png"
         return p if p.exists() else None
 

@@ -33,18 +33,8 @@ from genlib.background import ReportFn, Work, start_task
 from genlib.checkpoints import CheckpointError, CheckpointInfo, load_model, resolve, runs_dir, shipped_dir
 from genlib.evaluator import EVALUATOR_NAME, DigitClassifier, load_classifier
 from genlib.registry import all_families
-from genlib.scoring import (
-    NUM_EVAL_SAMPLES,
-    REFERENCE_SETS,
-    SCORE_VERSION,
-    SCORED_KIND,
-    ProgressFn,
-    ReferenceData,
-    Scorecard,
-    reference_data,
-    reference_scorecards,
-    score_model,
-)
+from genlib.scoring import (NUM_EVAL_SAMPLES, REFERENCE_SETS, SCORE_VERSION, SCORED_KIND, ProgressFn, ReferenceData,
+                            Scorecard, reference_data, reference_scorecards, score_model)
 
 
 def score_cache_dir() -> Path:
@@ -379,6 +369,7 @@ class Comparison:
 
     @property
     def cards(self) -> list[Scorecard]:
+        """Every scorecard: the models' first, then the reference rows."""
         return self.models + self.references
 
 

@@ -67,13 +67,16 @@ class Config:
             object.__setattr__(self, f.name, checked)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every setting by name (a plain dict, ready for JSON)."""
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
+        """``to_dict`` as indented JSON with sorted keys."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        """A validated config from ``data``; ConfigError for a non-dict or an unknown setting."""
         if not isinstance(data, dict):
             raise ConfigError(f"{cls.__name__} expects a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -87,6 +90,7 @@ class Config:
 
     @classmethod
     def from_json(cls: type[C], text: str) -> C:
+        """``from_dict`` of the JSON ``text``; ConfigError when it is not valid JSON."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:

@@ -39,6 +39,7 @@ class Split:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        """(C,H,W) of one image, e.g. (1,28,28)."""
         return tuple(self.train_images.shape[1:])  # type: ignore[return-value]
 
 

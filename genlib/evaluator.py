@@ -26,6 +26,8 @@ EVALUATOR_FAMILY = "digit-classifier"
 
 @dataclass(frozen=True)
 class ClassifierConfig(Config):
+    """The digit classifier's shape: conv width, feature size and number of classes."""
+
     width: int = setting(32, "channels of the first conv block", min=8, max=128)
     features: int = setting(128, "size of the feature layer used for Fréchet distance", min=16, max=1024)
     num_classes: int = setting(10, "number of classes", min=2, max=100)
@@ -48,13 +50,16 @@ class DigitClassifier(nn.Module):
         self.num_features = config.features
 
     def features(self, x: Tensor) -> Tensor:
+        """Penultimate-layer features (B,features) of images (B,1,28,28) in [0,1]: the Fréchet space."""
         return self.body(x)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits (B,num_classes) for images (B,1,28,28) in [0,1]."""
         return self.head(self.body(x))
 
     @torch.no_grad()
     def predict(self, x: Tensor, batch: int = 500) -> Tensor:
+        """Predicted classes (B,) int64 on the CPU, computed ``batch`` images at a time on the model's device."""
         dev = next(self.parameters()).device
         return torch.cat([self(xb.to(dev)).argmax(1).cpu() for xb in x.split(batch)])
 
@@ -92,6 +97,7 @@ def train_classifier(images: Tensor, labels: Tensor, *, epochs: int = 40, batch_
 
 
 def save_classifier(model: DigitClassifier, folder: str | Path, metrics: dict) -> Path:
+    """Save ``model`` as an evaluator checkpoint folder with metrics.json and a README; return the folder."""
     import json
 
     meta = {"family": EVALUATOR_FAMILY, "kind": "evaluator", "model": model.config.to_dict()}

@@ -51,4 +51,5 @@ def to_png(array: np.ndarray, metadata: dict[str, str] | None = None, scale: int
 
 
 def grid_png(images: Tensor, nrow: int = 8, scale: int = 2, metadata: dict[str, str] | None = None) -> bytes:
+    """PNG bytes of ``to_grid(images, nrow)`` for images (N,C,H,W) in [0,1], enlarged ``scale`` times."""
     return to_png(to_grid(images, nrow), metadata, scale)

@@ -135,6 +135,7 @@ class ClassCoverage:
 
     @property
     def max_entropy_bits(self) -> float:
+        """log2(K): the entropy when all K classes are equally common."""
         return math.log2(len(self.counts))
 
 

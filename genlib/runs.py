@@ -30,15 +30,8 @@ from genlib.data import training_set
 from genlib.images import grid_png, to_grid
 from genlib.model import DIGITS, GenerativeModel
 from genlib.registry import get_family
-from genlib.training import (
-    Callback,
-    Progress,
-    Trainer,
-    TrainingCancelled,
-    TrainingDiverged,
-    TrainResult,
-    seed_everything,
-)
+from genlib.training import (Callback, Progress, Trainer, TrainingCancelled, TrainingDiverged, TrainResult,
+                             seed_everything)
 
 PREVIEW_SEED = 1234
 MAX_RUNNING_JOBS = 2    # a 2-core machine gains nothing from more

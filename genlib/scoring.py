@@ -22,16 +22,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from genlib.data import corrupt, mnist, uniform_noise
 from genlib.evaluator import DigitClassifier
 from genlib.images import to_uint8
-from genlib.metrics import (
-    class_coverage,
-    classifier_features,
-    frechet_distance_from_features,
-    kid_from_features,
-    kth_neighbour_radius,
-    mean_squared_error,
-    nearest_neighbours,
-    precision_recall,
-)
+from genlib.metrics import (class_coverage, classifier_features, frechet_distance_from_features, kid_from_features,
+                            kth_neighbour_radius, mean_squared_error, nearest_neighbours, precision_recall)
 from genlib.model import DIGITS, GenerativeModel
 
 SCORE_VERSION = 1            # bump when a metric's definition changes: cached scorecards are then recomputed
@@ -122,6 +114,7 @@ class Scorecard:
     closest_images: np.ndarray | None = None
 
     def value(self, key: str) -> Any:
+        """The metric ``key``, or None when it is missing."""
         return self.metrics.get(key)
 
     def summary(self) -> dict[str, Any]:
@@ -319,4 +312,5 @@ def scoreboard_rows(cards: list[Scorecard]) -> list[dict[str, Any]]:
 
 
 def is_number(value: Any) -> bool:
+    """True for a finite int or float (not a bool, not nan or inf)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

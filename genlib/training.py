@@ -59,10 +59,12 @@ class Progress:
 
     @property
     def fraction(self) -> float:
+        """Share of the steps done, 0..1."""
         return self.step / max(1, self.total_steps)
 
     @property
     def eta_s(self) -> float:
+        """Estimated seconds left, from the mean time per step so far."""
         return self.elapsed_s / max(1, self.step) * (self.total_steps - self.step)
 
 

@@ -19,19 +19,8 @@ from genlib.checkpoints import WEIGHTS_FILE
 from genlib.images import grid_png, to_png
 from genlib.runs import JobView, preview_samples, start_training_job
 from genlib.scoring import METRIC_BY_KEY, metric_title
-from pages._ui import (
-    GRID_SCALE,
-    Picked,
-    config_widgets,
-    download_png,
-    global_seed,
-    keep_widget_state,
-    loss_figure,
-    make_config,
-    progress_text,
-    select_checkpoint,
-    watch,
-)
+from pages._ui import (GRID_SCALE, Picked, config_widgets, download_png, global_seed, keep_widget_state, loss_figure,
+                       make_config, progress_text, select_checkpoint, watch)
 
 
 def running_job(key_prefix: str) -> Work | None:

@@ -16,17 +16,8 @@ import genlib
 from genlib.data import UploadError, lfw_faces, load_upload, mnist, uniform_noise
 from genlib.families.autoencoders import analysis
 from pages._panels import metrics_panel, train_panel
-from pages._ui import (
-    Picked,
-    checkpoint_picker,
-    download_png,
-    global_seed,
-    model_tabs,
-    page_families,
-    require_router,
-    select_checkpoint,
-    show_grid,
-)
+from pages._ui import (Picked, checkpoint_picker, download_png, global_seed, model_tabs, page_families, require_router,
+                       select_checkpoint, show_grid)
 
 require_router()
 

@@ -16,17 +16,8 @@ import streamlit as st
 import genlib
 from genlib import background
 from genlib.background import Snapshot
-from genlib.comparison import (
-    Comparison,
-    Evaluator,
-    ScoringFailure,
-    cached_references,
-    cached_scorecard,
-    default_selection,
-    scored_families,
-    start_references,
-    start_scoring,
-)
+from genlib.comparison import (Comparison, Evaluator, ScoringFailure, cached_references, cached_scorecard,
+                               default_selection, scored_families, start_references, start_scoring)
 from genlib.data import mnist
 from genlib.images import from_uint8, to_grid, to_png
 from genlib.metrics import nearest_neighbours

@@ -22,29 +22,11 @@ from genlib.background import Snapshot
 from genlib.families.diffusion import SAMPLERS, reverse_timelines, timeline_gif
 from genlib.images import grid_png, to_png
 from pages._panels import metrics_panel, train_panel
-from pages._ui import (
-    GRID_SCALE,
-    Picked,
-    checkpoint_picker,
-    download_png,
-    global_seed,
-    model_tabs,
-    page_families,
-    require_router,
-    scalars_figure,
-)
+from pages._ui import (GRID_SCALE, Picked, checkpoint_picker, download_png, global_seed, model_tabs, page_families,
+                       require_router, scalars_figure)
 from pages.diffusion.lab import attention_tab, editing_tab, steps_quality_tab
-from pages.diffusion.views import (
-    digits_fit,
-    guidance_input,
-    note_speed,
-    recall,
-    remember,
-    schedule_figure,
-    step_progress,
-    test_digit_input,
-    warn_if_slow,
-)
+from pages.diffusion.views import (digits_fit, guidance_input, note_speed, recall, remember, schedule_figure,
+                                   step_progress, test_digit_input, warn_if_slow)
 
 require_router()
 

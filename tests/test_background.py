@@ -11,20 +11,8 @@ import uuid
 import pytest
 
 from genlib import background
-from genlib.background import (
-    Cancelled,
-    Control,
-    Failed,
-    FunctionWork,
-    RunnerBusy,
-    Snapshot,
-    Work,
-    get,
-    plain_error,
-    start,
-    start_task,
-    works,
-)
+from genlib.background import (Cancelled, Control, Failed, FunctionWork, RunnerBusy, Snapshot, Work, get, plain_error,
+                               start, start_task, works)
 
 
 def _key(name: str) -> str:

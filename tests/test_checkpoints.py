@@ -12,15 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 import genlib
-from genlib.checkpoints import (
-    CheckpointError,
-    list_checkpoints,
-    load_model,
-    read_info,
-    resolve,
-    save_folder,
-    write_extra,
-)
+from genlib.checkpoints import (CheckpointError, list_checkpoints, load_model, read_info, resolve, save_folder,
+                                write_extra)
 
 pytestmark = pytest.mark.usefixtures("core_runs_dir")
 

@@ -11,19 +11,9 @@ import torch
 import genlib
 from genlib import comparison
 from genlib.checkpoints import save_folder, shipped_dir
-from genlib.comparison import (
-    REFERENCES_FILE,
-    SCORECARD_FILE,
-    Evaluator,
-    ScoringFailure,
-    cached_references,
-    cached_scorecard,
-    default_selection,
-    score_checkpoint,
-    scorecard_key,
-    start_scoring,
-    write_checkpoint_scorecard,
-)
+from genlib.comparison import (REFERENCES_FILE, SCORECARD_FILE, Evaluator, ScoringFailure, cached_references,
+                               cached_scorecard, default_selection, score_checkpoint, scorecard_key, start_scoring,
+                               write_checkpoint_scorecard)
 from genlib.report import class_histograms, quality_vs_parameters, quality_vs_time
 from genlib.scoring import metric_title
 

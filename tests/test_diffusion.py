@@ -15,15 +15,8 @@ from huggingface_hub.utils import filter_repo_objects
 import genlib
 from genlib.checkpoints import HUB_ALLOW_PATTERNS, CheckpointError, read_info, save_folder
 from genlib.config import ConfigError
-from genlib.families.diffusion import (
-    SAMPLERS,
-    SCHEDULES,
-    CDiffusionConfig,
-    DiffusionConfig,
-    all_schedule_curves,
-    make_mask,
-    schedule_curves_for,
-)
+from genlib.families.diffusion import (SAMPLERS, SCHEDULES, CDiffusionConfig, DiffusionConfig, all_schedule_curves,
+                                       make_mask, schedule_curves_for)
 from genlib.families.diffusion import tools as diffusion_tools
 
 pytestmark = pytest.mark.usefixtures("core_runs_dir")

@@ -19,15 +19,8 @@ from genlib import cli
 from genlib.background import start_task
 from genlib.checkpoints import save_folder
 from genlib.comparison import folder_fingerprint
-from genlib.families.diffusion.analysis import (
-    STEPS_QUALITY_FILE,
-    StepsQuality,
-    load_steps_quality,
-    reverse_timelines,
-    save_steps_quality,
-    steps_quality,
-    timeline_gif,
-)
+from genlib.families.diffusion.analysis import (STEPS_QUALITY_FILE, StepsQuality, load_steps_quality, reverse_timelines,
+                                                save_steps_quality, steps_quality, timeline_gif)
 from genlib.metrics import classifier_features, frechet_distance_from_features
 
 pytestmark = pytest.mark.usefixtures("core_runs_dir")

@@ -15,18 +15,8 @@ import genlib
 from genlib import ConfigError, TrainConfig, background
 from genlib.background import RunnerBusy
 from genlib.registry import UnknownFamilyError
-from genlib.runs import (
-    HISTOGRAM_COUNT,
-    MAX_RUNNING_JOBS,
-    MAX_SNAPSHOTS,
-    PREVIEW_COUNT,
-    JobView,
-    PreviewSnapshot,
-    TrainingJob,
-    _preview,
-    build_model,
-    start_training_job,
-)
+from genlib.runs import (HISTOGRAM_COUNT, MAX_RUNNING_JOBS, MAX_SNAPSHOTS, PREVIEW_COUNT, JobView, PreviewSnapshot,
+                         TrainingJob, _preview, build_model, start_training_job)
 
 pytestmark = pytest.mark.usefixtures("core_runs_dir")
 

@@ -12,13 +12,8 @@ import torch
 from genlib import ConfigError, TrainingDiverged, background
 from genlib.background import RunnerBusy, Snapshot
 from genlib.families.gan import ToyConfig, ToySession, ToySnapshot, start_toy_session
-from genlib.families.gan.toy2d import (
-    DISTRIBUTIONS,
-    GAUSSIAN_MEAN,
-    MAX_RUNNING_TOY_SESSIONS,
-    Toy2DGAN,
-    sample_distribution,
-)
+from genlib.families.gan.toy2d import (DISTRIBUTIONS, GAUSSIAN_MEAN, MAX_RUNNING_TOY_SESSIONS, Toy2DGAN,
+                                       sample_distribution)
 
 
 def _wait_for(predicate, timeout: float = 10.0, every: float = 0.02) -> bool:

@@ -17,32 +17,12 @@ import torch
 from genlib import background
 from genlib.background import Snapshot, start_task
 from genlib.comparison import folder_fingerprint
-from genlib.families.diffusion import (
-    CURVE_SAMPLERS,
-    DEFAULT_CURVE_STEPS,
-    MASK_KINDS,
-    MIN_CURVE_SAMPLES,
-    SAMPLERS,
-    STEPS_GRID,
-    load_steps_quality,
-    make_mask,
-    save_steps_quality,
-    steps_quality,
-)
+from genlib.families.diffusion import (CURVE_SAMPLERS, DEFAULT_CURVE_STEPS, MASK_KINDS, MIN_CURVE_SAMPLES, SAMPLERS,
+                                       STEPS_GRID, load_steps_quality, make_mask, save_steps_quality, steps_quality)
 from genlib.images import grid_png
 from pages._ui import Picked, device_label, download_png, global_seed, watch
-from pages.diffusion.views import (
-    attention_click_figure,
-    attention_row_figure,
-    digits_fit,
-    guidance_input,
-    quality_figure,
-    recall,
-    remember,
-    step_progress,
-    test_digit_input,
-    uploaded_digit,
-)
+from pages.diffusion.views import (attention_click_figure, attention_row_figure, digits_fit, guidance_input,
+                                   quality_figure, recall, remember, step_progress, test_digit_input, uploaded_digit)
 
 ROW_TIMESTEPS = 6          # timesteps in the attention-over-time row
 SHIPPED_CURVE = {"num_samples": 250, "seed": 0}   # what shipped checkpoints' steps_quality.json measured

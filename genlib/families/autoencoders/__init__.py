@@ -2,16 +2,8 @@
 the tools that look inside them: latent maps, manifolds, interpolations, anomaly scores
 (``analysis``)."""
 from genlib.families.autoencoders import analysis
-from genlib.families.autoencoders.model import (
-                                                VAE,
-                                                AEConfig,
-                                                Autoencoder,
-                                                ConditionalVAE,
-                                                CVAEConfig,
-                                                DAEConfig,
-                                                DenoisingAutoencoder,
-                                                VAEConfig,
-)
+from genlib.families.autoencoders.model import (VAE, AEConfig, Autoencoder, ConditionalVAE, CVAEConfig, DAEConfig,
+                                                DenoisingAutoencoder, VAEConfig)
 
 __all__ = ["AEConfig", "Autoencoder", "CVAEConfig", "ConditionalVAE", "DAEConfig", "DenoisingAutoencoder", "VAE",
            "VAEConfig", "analysis"]

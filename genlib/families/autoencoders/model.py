@@ -27,6 +27,8 @@ LOG2 = math.log(2.0)
 
 @dataclass(frozen=True)
 class AEConfig(ModelConfig):
+    """ae: latent size, network widths and the reconstruction loss."""
+
     latent_dim: int = setting(16, "size of the latent code z", min=2, max=128)
     width: int = setting(32, "channels of the first conv layer (the second has twice as many)", min=4, max=128)
     hidden: int = setting(256, "units of the fully connected layer", min=16, max=2048)
@@ -37,17 +39,23 @@ class AEConfig(ModelConfig):
 
 @dataclass(frozen=True)
 class DAEConfig(AEConfig):
+    """dae: ae plus the std of the training noise."""
+
     noise_std: float = setting(0.5, "std of the Gaussian noise added to inputs in training", min=0.0, max=2.0)
 
 
 @dataclass(frozen=True)
 class VAEConfig(AEConfig):
+    """vae: ae plus the KL weight beta and its warm-up."""
+
     beta: float = setting(1.0, "weight of the KL term (beta-VAE); 1 is the true ELBO", min=0.0, max=100.0)
     kl_warmup_steps: int = setting(0, "ramp beta up from 0 over this many steps", min=0, max=100_000)
 
 
 @dataclass(frozen=True)
 class CVAEConfig(VAEConfig):
+    """cvae: vae plus the number of classes to condition on."""
+
     num_classes: int = setting(10, "number of classes to condition on", min=2, max=100)
 
 
@@ -125,6 +133,7 @@ class Autoencoder(GenerativeModel):
         return torch.sigmoid(self._decode_logits(z, labels))
 
     def reconstruct(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Decode the code of x (B,1,28,28): images (B,1,28,28) in [0,1] (the posterior mean for VAEs)."""
         return self.decode(self.encode(x, labels), labels)
 
     def reconstruction_loss(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -142,6 +151,7 @@ class Autoencoder(GenerativeModel):
         return x
 
     def training_step(self, batch: tuple[Tensor, Tensor], step: int) -> StepOutput:
+        """Mean reconstruction loss of the batch from its codes (of ``model_input``, so noisy for the DAE)."""
         x, y = batch
         labels = y if self.conditional else None
         logits = self._decode_logits(self.encode(self.model_input(x), labels), labels)
@@ -150,6 +160,7 @@ class Autoencoder(GenerativeModel):
 
     @torch.no_grad()
     def on_train_end(self, train_images: Tensor, train_labels: Tensor) -> None:
+        """Fit the sampling prior: a full-covariance Gaussian over the training images' codes."""
         codes = torch.cat([self.encode(xb.to(self.device), yb.to(self.device) if self.conditional else None)
                            for xb, yb in zip(train_images.split(512), train_labels.split(512))])
         cov = torch.cov(codes.T) + 1e-4 * torch.eye(codes.shape[1], device=codes.device)
@@ -165,6 +176,7 @@ class Autoencoder(GenerativeModel):
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, labels: Tensor | None = None,
                callback: SamplingCallback | None = None) -> Tensor:
+        """Decode ``n`` codes drawn from the prior: images (N,1,28,28) in [0,1], in one step."""
         images = self.decode(self.sample_latents(n, generator), self.check_labels(labels, n))
         if callback is not None:
             callback(SamplingStep(0, 1, images, images))
@@ -179,9 +191,11 @@ class DenoisingAutoencoder(Autoencoder):
     description = "Denoising autoencoder: learns to remove Gaussian pixel noise"
 
     def model_input(self, x: Tensor) -> Tensor:
+        """x (B,1,28,28) with Gaussian noise of std ``noise_std``, clipped back to [0,1]."""
         return corrupt(x, self.config.noise_std)
 
     def denoise(self, noisy: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The reconstruction (B,1,28,28) in [0,1] of noisy images: the DAE learned to drop the noise."""
         return self.reconstruct(noisy, labels)
 
 
@@ -209,6 +223,7 @@ class VAE(Autoencoder):
         return recon, kl
 
     def training_step(self, batch: tuple[Tensor, Tensor], step: int) -> StepOutput:
+        """Negative ELBO: reconstruction plus beta * KL, beta ramped up over ``kl_warmup_steps``."""
         x, y = batch
         recon, kl = self._elbo_terms(x, y if self.conditional else None)
         warm = self.config.kl_warmup_steps

@@ -163,6 +163,7 @@ class StepsQuality:
     evaluator: str                 # the evaluator's fingerprint (genlib.comparison.module_fingerprint)
 
     def to_dict(self) -> dict:
+        """JSON-ready: the points as dicts plus the measurement settings."""
         return dataclasses.asdict(self)
 
     @classmethod

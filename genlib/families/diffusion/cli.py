@@ -7,15 +7,9 @@ import sys
 
 from genlib.checkpoints import load_model, resolve
 from genlib.cli import Command, stderr_progress
-from genlib.families.diffusion.analysis import (
-    CURVE_SAMPLERS,
-    DEFAULT_CURVE_STEPS,
-    StepsQuality,
-    load_steps_quality,
-    save_steps_quality,
-    steps_quality,
-)
-from genlib.families.diffusion.model import SAMPLERS
+from genlib.families.diffusion.analysis import (CURVE_SAMPLERS, DEFAULT_CURVE_STEPS, StepsQuality, load_steps_quality,
+                                                save_steps_quality, steps_quality)
+from genlib.families.diffusion.config import SAMPLERS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

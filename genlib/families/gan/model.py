@@ -34,25 +34,10 @@ from torch import Tensor, nn
 
 from genlib.config import ConfigError, setting
 from genlib.data import TRAINING_SETS
-from genlib.families.gan.networks import (
-    ProjectionDiscriminator,
-    conv_discriminator,
-    conv_generator,
-    mlp_discriminator,
-    mlp_generator,
-    translate,
-)
-from genlib.model import (
-    KINDS_BY_DATASET,
-    DataKind,
-    GenerativeModel,
-    ModelConfig,
-    SamplingCallback,
-    SamplingOptions,
-    SamplingStep,
-    StepOutput,
-    StepTools,
-)
+from genlib.families.gan.networks import (ProjectionDiscriminator, conv_discriminator, conv_generator,
+                                          mlp_discriminator, mlp_generator, translate)
+from genlib.model import (KINDS_BY_DATASET, DataKind, GenerativeModel, ModelConfig, SamplingCallback, SamplingOptions,
+                          SamplingStep, StepOutput, StepTools)
 from genlib.registry import register
 from genlib.training import TrainingDiverged
 

@@ -70,6 +70,7 @@ class MinibatchStd(nn.Module):
     """
 
     def forward(self, x: Tensor) -> Tensor:
+        """x (B,C,H,W) with the batch's mean feature std appended as one more map: (B,C+1,H,W)."""
         spread = (x.float().var(0, unbiased=False) + 1e-8).sqrt().mean().to(x.dtype)  # scalar
         return torch.cat([x, spread.expand(x.shape[0], 1, *x.shape[2:])], 1)
 
@@ -95,6 +96,7 @@ class ProjectionDiscriminator(nn.Module):
         self.out = nn.Sigmoid() if sigmoid else nn.Identity()
 
     def forward(self, x: Tensor, labels: Tensor) -> Tensor:
+        """Scores (B,1) for images x (B,1,28,28) of classes ``labels`` (B,); probabilities with ``sigmoid``."""
         h = self.features(x)                                                           # (B,F)
         return self.out(self.head(h) + (self.class_embed(labels) * h).sum(1, keepdim=True))
 
