@@ -14,6 +14,7 @@ page = st.navigation([
     st.Page("pages/autoencoders.py", title="Autoencoders", icon=":material/compress:"),
     st.Page("pages/gans.py", title="GANs", icon=":material/swords:"),
     st.Page("pages/diffusion.py", title="Diffusion", icon=":material/blur_on:"),
+    st.Page("pages/restore.py", title="Restore photos", icon=":material/auto_fix_high:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/leaderboard:"),
 ])
 

@@ -309,7 +309,7 @@ def default_selection(infos: Sequence[CheckpointInfo]) -> list[str]:
     """One shipped checkpoint per family group (autoencoders, GANs, diffusion, ...): its
     unconditional model with the lowest stored Fréchet distance, so the default view compares the
     families on equal terms. Conditional models stand in only where a package has nothing else."""
-    registered = all_families()
+    registered = scored_families()
 
     def rank(info: CheckpointInfo) -> tuple[bool, float]:
         fd = info.metrics.get("frechet_distance")

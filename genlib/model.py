@@ -18,6 +18,8 @@ What a family declares (class attributes, each with a default):
     Sampling            its sampling options (a Config): the pages' widgets and the CLI's ``sample``
                         flags are generated from it, as ``train``'s are from ``Config``
     conditional         whether it takes class labels (then its Config has ``num_classes``)
+    generative          False for a restorer (denoiser, super-resolution): its ``sample`` restores
+                        fixed held-out items, so previews and checkpoints still show what it does
     likelihood          "exact" | "bound" | "estimate" when it implements ``bits_per_dim``
 
 Abilities are methods with one default each (``AbilityMissing``); a family has an ability when
@@ -27,6 +29,7 @@ it overrides the method, and pages show a tab only where ``model.has(ability)``:
     likelihood                              bits_per_dim(x) -> (N,) bits per dimension
     attention                               attention_maps(x0, t) -> {layer: (heads, Q, K)}
     edit                                    inpaint(x0, mask) and sdedit(x0, strength)
+    upscale                                 upscale(x) -> (N,C,s*H,s*W), super-resolution
 
 Every sampler reports through one callback payload, ``SamplingStep`` (as k-diffusion's samplers do),
 and conditional families share one label check (``check_labels``) and one "one row per class"
@@ -49,6 +52,7 @@ from genlib.config import Config, ConfigError
 ABILITY_METHODS: dict[str, tuple[str, ...]] = {
     "encode": ("encode",), "decode": ("decode",), "reconstruct": ("reconstruct",), "denoise": ("denoise",),
     "likelihood": ("bits_per_dim",), "attention": ("attention_maps",), "edit": ("inpaint", "sdedit"),
+    "upscale": ("upscale",),
 }
 ABILITIES = tuple(ABILITY_METHODS)
 LIKELIHOOD_KINDS = ("exact", "bound", "estimate")
@@ -88,7 +92,10 @@ DIGITS = DataKind("digits", (1, 28, 28), "mnist", "28x28 grey digits in [0,1] (t
 FACES = DataKind("faces", (1, 28, 28), "faces", "28x28 grey faces in [0,1] (scikit-image's LFW subset)")
 
 
-KINDS_BY_DATASET = {kind.dataset: kind for kind in (DIGITS, FACES)}
+PHOTOS = DataKind("photos", (3, None, None), "photos",
+                  "colour photos of any size in [0,1] (grey ones as three equal channels); trained on crops of the "
+                  "bundled photos")
+KINDS_BY_DATASET = {kind.dataset: kind for kind in (DIGITS, FACES, PHOTOS)}
 
 
 def images_of_shape(shape: Sequence[int]) -> DataKind:
@@ -166,6 +173,7 @@ class GenerativeModel(nn.Module):
     tiny_config: ClassVar[dict[str, Any]] = {}      # settings of a tiny model for the tests ({}: the defaults)
     conditional: ClassVar[bool] = False
     likelihood: ClassVar[str] = ""                  # exact | bound | estimate, with bits_per_dim
+    generative: ClassVar[bool] = True               # False for restorers: sample() restores fixed held-out items
     abilities: ClassVar[frozenset[str]] = frozenset()  # derived from the overridden methods, never set
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -211,6 +219,11 @@ class GenerativeModel(nn.Module):
 
     def on_train_end(self, train_images: Tensor, train_labels: Tensor) -> None:
         """Called once when training stops (finished or cancelled), e.g. to fit a latent prior. Default: nothing."""
+
+    def held_out_metrics(self) -> dict[str, Any]:
+        """Metrics a family measures itself on its data kind's held-out set, for kinds the shared evaluator
+        does not score (digits are scored by genlib.scoring); stored in the run's metrics.json. Default: none."""
+        return {}
 
     def trained_data(self) -> DataKind:
         """The kind of data this model was trained on and draws: the family's ``data_kind`` unless a
@@ -317,6 +330,10 @@ class GenerativeModel(nn.Module):
                generator: torch.Generator | None = None, **options: Any) -> Tensor:
         """Items (N,*shape) re-imagined from x0 partly noised (``strength`` in (0,1])."""
         raise self._missing("edit")
+
+    def upscale(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Images (N,C,s*H,s*W) from (N,C,H,W): super-resolution by the family's ``scale``."""
+        raise self._missing("upscale")
 
     # -- facts --------------------------------------------------------------------------------------------
     @property

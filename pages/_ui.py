@@ -386,7 +386,8 @@ def loss_figure(history: pd.DataFrame | list[dict[str, float]], height: int = 32
 
 # -- lazy tabs -----------------------------------------------------------------------------------------
 def model_tabs(tabs: dict[str, Callable], key: str, picked: "Picked | None",
-               needs_no_model: Sequence[Callable] = ()) -> None:
+               needs_no_model: Sequence[Callable] = (),
+               missing: str = "Choose a model above, or train one in the Train tab.") -> None:
     """Draw only the open tab (``on_change="rerun"`` makes st.tabs lazy: t-SNE, sampling are not free).
 
     A tab function takes the picked model, or nothing if it is in ``needs_no_model``. A failing tab
@@ -400,7 +401,7 @@ def model_tabs(tabs: dict[str, Callable], key: str, picked: "Picked | None",
                 if render in needs_no_model:
                     render()
                 elif picked is None:
-                    st.info("Choose a model above, or train one in the Train tab.")
+                    st.info(missing)
                 else:
                     render(picked)
             except Exception as err:  # an unusual checkpoint must not take the page down

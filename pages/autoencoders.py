@@ -86,6 +86,8 @@ def reconstructions_tab(p: Picked) -> None:
     st.subheader("Your own digit")
     upload = st.file_uploader("Upload a digit image (PNG or JPG). Dark ink on light paper is inverted to "
                               "match MNIST.", type=["png", "jpg", "jpeg"], key="ae_upload")
+    st.page_link("pages/restore.py", label="This takes one handwritten digit (shrunk to 28x28). To denoise or "
+                 "upscale a photo, use the Restore photos page →", icon=":material/auto_fix_high:")
     if upload is None:
         return
     try:

@@ -83,6 +83,10 @@ else:
                               for k, fmt in HEADLINE if isinstance(info.metrics.get(k), (int, float))]
                     if others:
                         st.caption(" · ".join(others))
+                elif own := {k: v for k, v in info.metrics.items() if k.startswith("psnr")
+                             and isinstance(v, (int, float))}:  # a restorer's held-out PSNR, in dB
+                    st.caption("held-out " + " · ".join(f"{k.removeprefix('psnr_').replace('_', ' ')} "
+                                                        f"**{v:.2f} dB**" for k, v in own.items()))
                 else:
                     st.caption("no metrics yet")
                 steps, secs = info.metrics.get("train_steps"), info.metrics.get("train_seconds")

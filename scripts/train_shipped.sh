@@ -24,6 +24,14 @@ want cgan-mnist    && run cgan-mnist    python -m genlib train cgan    --out che
 DIFFUSION_FLAGS=(--snr-gamma 5 --batch-size 64 --lr 1e-3 --grad-clip 1 --ema-decay 0.995 --epochs 100 --max-steps 1800 --sample-steps 20 --sampler dpm-solver++ --preview-every 200)
 want diffusion-mnist  && run diffusion-mnist  python -m genlib train diffusion  --out checkpoints/diffusion-mnist  "${DIFFUSION_FLAGS[@]}"
 want cdiffusion-mnist && run cdiffusion-mnist python -m genlib train cdiffusion --out checkpoints/cdiffusion-mnist "${DIFFUSION_FLAGS[@]}"
+# Photo restoration: trained on 48x48 crops of the bundled training photos (genlib.data), never the held-out ones;
+# metrics.json holds their held-out PSNR (the Restore page and benchmarks/restoration.md compare the rest).
+want dncnn-photos && run dncnn-photos python -m genlib train dncnn --out checkpoints/dncnn-photos --depth 12 --width 48 \
+  --epochs 40 --batch-size 32 --lr 1e-3 --max-steps 3000 --preview-every 500 --seed 0
+for s in 2 4; do
+  want "espcn-x$s-photos" && run "espcn-x$s-photos" python -m genlib train espcn --out "checkpoints/espcn-x$s-photos" \
+    --scale "$s" --width 64 --epochs 200 --batch-size 32 --lr 1e-3 --max-steps 6000 --preview-every 1000 --seed 0
+done
 for name in diffusion-mnist; do  # cdiffusion-mnist: computed on demand (guidance doubles the cost)
   want "$name" && run "$name curve" python -m genlib steps-quality "$name" --num 250 --steps 5 10 20 50 100 --write
 done

@@ -93,7 +93,8 @@ def test_sample_is_reproducible_from_a_generator(core_trained):
     b = model.sample(6, generator=torch.Generator().manual_seed(5), labels=model.default_labels(6))
     c = model.sample(6, generator=torch.Generator().manual_seed(6), labels=model.default_labels(6))
     assert torch.equal(a, b)
-    assert not torch.equal(a, c)
+    if model.generative:  # a restorer restores fixed held-out items: another seed may give the same
+        assert not torch.equal(a, c)
 
 
 def test_the_one_callback_payload(core_trained):
@@ -188,6 +189,11 @@ def test_abilities_work_and_missing_ones_say_so(core_trained):
         if model.has("attention"):
             maps = model.attention_maps(x[:1], 1, labels[:1] if labels is not None else None)
             assert maps and all(m.ndim == 3 and torch.isfinite(m).all() for m in maps.values())
+        if model.has("upscale"):
+            s = model.config.scale
+            up = model.upscale(x, labels)
+            assert up.shape == (4, x.shape[1], s * x.shape[2], s * x.shape[3])
+            model.trained_data().check(up, "upscaled items")
         if model.has("edit"):
             mask = torch.ones_like(x[:2])
             mask[..., : x.shape[-1] // 2] = 0

@@ -50,6 +50,8 @@ def uploaded_digit(key: str) -> tuple[torch.Tensor | None, str]:
     """
     upload = st.file_uploader("Upload a digit (PNG or JPG; dark ink on light paper is inverted to match MNIST)",
                               type=["png", "jpg", "jpeg"], key=key)
+    st.page_link("pages/restore.py", label="This takes one handwritten digit (shrunk to 28x28). To denoise or "
+                 "upscale a photo, use the Restore photos page →", icon=":material/auto_fix_high:")
     if upload is None:
         return None, ""
     data = upload.getvalue()
