@@ -71,6 +71,8 @@ def bilateral(noisy: np.ndarray, sigma: float | None = None) -> np.ndarray:
     """Bilateral filter: neighbours weighted by distance and by likeness of colour (sigma_color = the noise
     level, sigma_spatial = 2: the best of a small sweep on a training photo at sigma 15, 25 and 50)."""
     s = _sigma(noisy, sigma)
+    if noisy.shape[2] == 1:  # its colour path refuses a single channel axis
+        return restoration.denoise_bilateral(noisy[..., 0], sigma_color=max(0.02, s), sigma_spatial=2)[..., None]
     return restoration.denoise_bilateral(noisy, sigma_color=max(0.02, s), sigma_spatial=2, channel_axis=-1)
 
 

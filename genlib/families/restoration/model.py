@@ -35,6 +35,7 @@ from genlib.registry import register
 PREVIEW_CROP = 64
 METRIC_SIGMAS = (15, 25, 50)   # Gaussian noise levels (0-255) of the stored held-out metrics
 METRIC_SEED = 0
+GREY_SHARE = 0.25              # training crops turned grey (equal channels, equal noise), as grey photos arrive
 
 
 def held_out_rgb() -> list[np.ndarray]:
@@ -119,8 +120,15 @@ class DnCNN(GenerativeModel):
     def training_step(self, batch: tuple[Tensor, Tensor], step: int) -> StepOutput:
         """Noise each crop at its own sigma in [0, max_sigma], clip to [0,1] (an 8-bit photo), learn the residual."""
         clean = batch[0]
-        sigma = torch.rand((clean.shape[0], 1, 1, 1), device=clean.device) * self.config.max_sigma / 255
-        noisy = (clean + sigma * torch.randn_like(clean)).clamp(0, 1)
+        n = clean.shape[0]
+        sigma = torch.rand((n, 1, 1, 1), device=clean.device) * self.config.max_sigma / 255
+        noise = torch.randn_like(clean)
+        # A grey photo arrives as three equal channels with the same noise in each: a quarter of the
+        # crops are made grey that way, or the net would only know noise drawn apart per channel.
+        grey = torch.rand((n, 1, 1, 1), device=clean.device) < GREY_SHARE
+        clean = torch.where(grey, clean.mean(1, keepdim=True).expand_as(clean), clean)
+        noise = torch.where(grey, noise[:, :1].expand_as(noise), noise)
+        noisy = (clean + sigma * noise).clamp(0, 1)
         restored = self(noisy)
         loss = F.mse_loss(restored, clean)
         return StepOutput(loss, {"loss": loss.item(), "psnr": psnr(restored.detach(), clean).mean().item()})
@@ -131,10 +139,11 @@ class DnCNN(GenerativeModel):
         out = {}
         for sigma in METRIC_SIGMAS:
             scores = []
-            for photo in held_out_rgb():
+            for photo in map(bundled_photo, HELD_OUT_PHOTOS):  # each in its own colour mode, noised as it is
                 noisy = add_noise(photo, "gaussian", sigma, METRIC_SEED)
-                x = torch.from_numpy(noisy.transpose(2, 0, 1).copy())[None]
-                scores.append(psnr(self.denoise(x).cpu(), torch.from_numpy(photo.transpose(2, 0, 1).copy())[None]))
+                x = torch.from_numpy(np.repeat(noisy, 3 // noisy.shape[2], axis=2).transpose(2, 0, 1).copy())[None]
+                restored = self.denoise(x).cpu().mean(1, keepdim=True) if photo.shape[2] == 1 else self.denoise(x).cpu()
+                scores.append(psnr(restored, torch.from_numpy(photo.transpose(2, 0, 1).copy())[None]))
             out[f"psnr_sigma{sigma}"] = float(torch.cat(scores).mean())
         return out
 
