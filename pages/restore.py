@@ -18,7 +18,7 @@ import streamlit as st
 
 import genlib
 from genlib import background
-from genlib.data import (HELD_OUT_PHOTOS, MAX_PHOTO_PIXELS, UploadError, bundled_photo, load_photo_upload,
+from genlib.data import (HELD_OUT_PHOTOS, MAX_PHOTO_PIXELS, UploadError, bundled_photo, load_photo_upload, mnist,
                          photo_names, photo_png)
 from genlib.families.restoration import classical, restore
 from pages._panels import train_panel
@@ -42,13 +42,18 @@ def _decoded(data: bytes):
 def photo_input() -> tuple[np.ndarray, str] | None:
     """The photo to work on (H,W,C) in [0,1] and its name, from the bundled set or an upload."""
     left, right = st.columns([1, 2])
-    source = left.radio("Photo", ["A bundled photo", "Upload your own"], key="rst_source")
+    source = left.radio("Photo", ["A bundled photo", "Upload your own", "A test digit (28x28)"], key="rst_source")
     with right:
         if source == "A bundled photo":
             name = st.selectbox("Bundled photo", photo_names(), key="rst_photo",
                                 format_func=lambda n: f"{n} · held out (never trained on)" if n in HELD_OUT_PHOTOS
                                 else f"{n} · a training photo")
             return bundled_photo(name), name
+        if source.startswith("A test digit"):
+            index = int(st.number_input("Test digit (index into the 1,000 test digits)", 0, 999, 0, key="rst_digit"))
+            st.caption("For digits the lab's own models join in: the denoising autoencoder and the diffusion "
+                       "model run from the matching noise level.")
+            return mnist().test_images[index, 0].numpy()[..., None].copy(), f"digit{index}"
         upload = st.file_uploader("PNG, JPEG, WebP, TIFF or BMP; colour or grey, 8 or 16 bit", type=UPLOAD_TYPES,
                                   key="rst_upload")
         if upload is None:
@@ -207,10 +212,15 @@ def denoise_tab(photo: tuple[np.ndarray, str]) -> None:
             noisy, reference = image, None
         st.metric("Estimated noise σ (0-255)", f"{classical.estimate_sigma(noisy) * 255:.1f}")
         options = [*classical.DENOISERS, *_learned("denoise")]
-        default = [m for m in ("wavelet", "nl-means", restore.SHIPPED_DENOISER) if m in options]
-        methods = st.multiselect("Methods", options, default=default, key="rst_methods",
-                                 help="bm3d is the strongest classical method and the slowest (about 10 s per "
-                                      "megapixel here).")
+        digit = image.shape == (28, 28, 1)
+        if digit:  # a digit: the lab's digit models can denoise it too
+            options += [n for n in restore.DIGIT_DENOISERS if n in {i.name for i in genlib.list_checkpoints()}]
+        wanted = ("nl-means", *restore.DIGIT_DENOISERS) if digit else ("wavelet", "nl-means", restore.SHIPPED_DENOISER)
+        default = [m for m in wanted if m in options]
+        methods = st.multiselect("Methods", options, default=default,
+                                 key="rst_methods_digit" if digit else "rst_methods",
+                                 help="bm3d is the strongest classical method and the slowest (about 33 s per "
+                                      "megapixel on a 2-core CPU; benchmarks/restoration.md).")
     with main:
         if not methods:
             st.info("Choose at least one method.")

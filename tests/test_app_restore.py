@@ -209,3 +209,16 @@ def test_a_bad_upload_is_refused_in_words_and_a_good_one_is_used(app_env):
     h, w = photo.shape[:2]
     assert f"{w}x{h}, colour" in texts(at.caption)
     assert "rst_methods" in keys(at.multiselect) and "rst_go_denoise" in keys(at.button)
+
+
+def test_a_test_digit_brings_in_the_labs_own_digit_models(app_env):
+    # sigma 75: the denoising AE was trained at heavy noise (std 0.5) and only helps there
+    at = open_page("pages/restore.py", {"rst_source": "A test digit (28x28)", "rst_level_gaussian": 75.0}, timeout=300)
+    methods = at.multiselect(key="rst_methods_digit")
+    assert {"dae-mnist", "diffusion-mnist"} <= set(methods.options)
+    assert set(methods.value) == {"nl-means", "dae-mnist", "diffusion-mnist"}
+    at = press(at, "denoise")
+    table = at.dataframe[0].value
+    assert set(table["method"]) == {"nl-means", "dae-mnist", "diffusion-mnist"}
+    noisy = float(re.search(r"itself: ([\d.]+) dB", " ".join(texts(at.caption))).group(1))
+    assert (table["PSNR (dB)"] > noisy).all(), table

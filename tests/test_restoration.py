@@ -171,3 +171,25 @@ def test_cli_runs_a_learned_model_it_is_given(tmp_path, crop):
     wrong = cli("upscale", str(tmp_path / "in.png"), "--out", str(tmp_path / "o.png"), "--model",
                 str(tmp_path / "tiny-dn"))
     assert wrong.returncode == 2 and "cannot upscale" in wrong.stderr
+
+
+@pytest.mark.parametrize("method", ["dae-mnist", "diffusion-mnist"])
+def test_the_labs_digit_models_denoise_a_digit(method):
+    from genlib.data import mnist
+
+    digit = mnist().test_images[3, 0].numpy()[..., None]
+    noisy = classical.add_noise(digit, "gaussian", 75, seed=0)
+    result = restore.denoise(method, noisy, 75 / 255)
+    assert result.image.shape == (28, 28, 1)
+    assert classical.psnr_ssim(result.image, digit)[0] > classical.psnr_ssim(noisy, digit)[0] + 2, method
+    with pytest.raises(Exception, match="28x28 grey digits"):
+        restore.denoise(method, np.zeros((40, 40, 1), dtype=np.float32))
+
+
+def test_training_logs_a_validation_psnr_on_held_out_crops():
+    model = DnCNN(DnCNNConfig(depth=3, width=8))
+    batch = (training_set("photos")[0][:8], torch.zeros(8))
+    assert "val_psnr" in model.training_step(batch, 0).scalars and model.training
+    assert "val_psnr" not in model.training_step(batch, 1).scalars
+    sr = ESPCN(ESPCNConfig(scale=2, width=8))
+    assert sr.training_step(batch, 50).scalars["val_psnr"] > 10

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from diffusers.training_utils import compute_snr
+from skimage.restoration import estimate_sigma
 from torch import Tensor
 
 from genlib.families.diffusion import tools
@@ -280,6 +281,15 @@ class DiffusionModel(GenerativeModel):
                             ) -> dict[str, Tensor]:
         """Where one query pixel attends at each of ``timesteps``: {block name: (len(timesteps), heads, h, w)}."""
         return tools.attention_over_time(self, x0, query, timesteps, labels, generator=generator)
+
+    @torch.no_grad()
+    def denoise(self, noisy: Tensor, labels: Tensor | None = None, sigma: float | None = None) -> Tensor:
+        """Images (N,C,H,W) in [0,1] with Gaussian noise of ``sigma`` (0-1 scale; estimated per batch when None)
+        removed, by the reverse process from the matching timestep (see ``tools.denoise_from_noise_level``)."""
+        if sigma is None:  # the same wavelet estimate the Restore page shows
+            sigma = float(estimate_sigma(noisy.float().cpu().numpy().transpose(0, 2, 3, 1).reshape(
+                -1, noisy.shape[-1], noisy.shape[1]), channel_axis=-1, average_sigmas=True))
+        return tools.denoise_from_noise_level(self, noisy, sigma, labels=labels)
 
     def inpaint(self, x0: Tensor, mask: Tensor, steps: int | None = None, generator: torch.Generator | None = None,
                 callback: SamplingCallback | None = None, *, labels: Tensor | None = None, jump_n: int = 1,

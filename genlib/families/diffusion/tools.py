@@ -144,6 +144,27 @@ def sdedit(model: DiffusionModel, x0: Tensor, strength: float, steps: int | None
     return to_image_range(x)
 
 
+def denoise_from_noise_level(model: DiffusionModel, noisy: Tensor, sigma: float, steps: int = 20,
+                             labels: Tensor | None = None) -> Tensor:
+    """Denoise images (N,C,H,W) in [0,1] carrying Gaussian noise of ``sigma`` (0-1 scale) by running the
+    reverse process from the timestep whose noise matches it (Kadkhodaie & Simoncelli's reading of a
+    diffusion model as a denoiser at every level), with deterministic DDIM steps.
+
+    In the model's [-1,1] range the noise is 2*sigma, and x_t / sqrt(abar_t) = x0 + sqrt((1-abar_t)/abar_t) eps,
+    so the start is the t with sqrt((1-abar_t)/abar_t) closest to 2*sigma and x_t = sqrt(abar_t) * noisy.
+    ``labels`` None on a class-conditional model uses its null class (the digit is unknown).
+    """
+    abar = model.alphas_cumprod.double()
+    t_start = int(torch.argmin(((1 - abar) / abar).sqrt().sub(2 * float(sigma)).abs()))
+    scheduler = model.make_scheduler("ddim")
+    scheduler.set_timesteps(steps)
+    stride = model.num_train_timesteps // steps
+    scheduler.timesteps = torch.arange(t_start, -1, -max(1, stride))
+    x = to_model_range(noisy.to(model.device)) * abar[t_start].sqrt().float().to(model.device)
+    x = model.denoise_loop(x, scheduler, scheduler.timesteps, labels=labels, guidance_scale=1.0)
+    return to_image_range(x)
+
+
 # -- likelihood -------------------------------------------------------------------------------------------------
 def _discretized_gaussian_nll(x0: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
     """-log P(x0) (N,), summed over pixels, of a Gaussian integrated over x0's 8-bit bin in [-1,1]

@@ -35,6 +35,8 @@ from genlib.registry import register
 PREVIEW_CROP = 64
 METRIC_SIGMAS = (15, 25, 50)   # Gaussian noise levels (0-255) of the stored held-out metrics
 METRIC_SEED = 0
+VALIDATE_EVERY = 50           # steps between validation PSNRs (the held-out crops) in the training log
+VALIDATION_SEED = 1
 GREY_SHARE = 0.25              # training crops turned grey (equal channels, equal noise), as grey photos arrive
 
 
@@ -131,7 +133,19 @@ class DnCNN(GenerativeModel):
         noisy = (clean + sigma * noise).clamp(0, 1)
         restored = self(noisy)
         loss = F.mse_loss(restored, clean)
-        return StepOutput(loss, {"loss": loss.item(), "psnr": psnr(restored.detach(), clean).mean().item()})
+        scalars = {"loss": loss.item(), "psnr": psnr(restored.detach(), clean).mean().item()}
+        if step % VALIDATE_EVERY == 0:
+            scalars["val_psnr"] = self._validation_psnr(step)
+        return StepOutput(loss, scalars)
+
+    @torch.no_grad()
+    def _validation_psnr(self, step: int) -> float:
+        """Mean PSNR of the held-out preview crops at sigma 25 (fixed noise), in eval mode: the curve to watch."""
+        was_training = self.training
+        self.eval()
+        out = self.sample(len(HELD_OUT_PHOTOS), generator=torch.Generator().manual_seed(VALIDATION_SEED))
+        self.train(was_training)
+        return psnr(out.cpu(), preview_crops()).mean().item()
 
     @torch.no_grad()
     def held_out_metrics(self) -> dict[str, float]:
@@ -209,7 +223,10 @@ class ESPCN(GenerativeModel):
         low = bicubic(high, 1 / self.config.scale)
         restored = self(low)
         loss = F.mse_loss(restored, high)
-        return StepOutput(loss, {"loss": loss.item(), "psnr": psnr(restored.detach(), high).mean().item()})
+        scalars = {"loss": loss.item(), "psnr": psnr(restored.detach(), high).mean().item()}
+        if step % VALIDATE_EVERY == 0:  # the held-out crops, shrunk and brought back
+            scalars["val_psnr"] = psnr(self.sample(len(HELD_OUT_PHOTOS)).cpu(), preview_crops()).mean().item()
+        return StepOutput(loss, scalars)
 
     @torch.no_grad()
     def held_out_metrics(self) -> dict[str, float]:

@@ -2,19 +2,23 @@
 the benchmark call. Photos are (H,W,C) float32 in [0,1]; learned models run in tiles (any size)."""
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import torch
 
 from genlib.checkpoints import CheckpointError, load_model
 from genlib.families.restoration.classical import DENOISERS, UPSCALERS, denoise_with
 from genlib.families.restoration.tiles import restore_tiled
+from genlib.model import DIGITS
 
 SHIPPED_DENOISER = "dncnn-photos"
 SHIPPED_UPSCALERS = {2: "espcn-x2-photos", 4: "espcn-x4-photos"}
+DIGIT_DENOISERS = ("dae-mnist", "diffusion-mnist")   # the lab's own digit models, for 28x28 digit images
 ProgressFn = Callable[[float, str], None]
 RUN_LOCK = threading.Lock()  # the page runs one method at a time, so each one's seconds are its own
 
@@ -53,8 +57,18 @@ def denoise(method: str, noisy: np.ndarray, sigma: float | None = None, *, model
         out = denoise_with(method, noisy, sigma)
     else:
         model = model if model is not None else load_restorer(method, "denoise")
-        out = restore_tiled(model.denoise, noisy, margin=model.receptive_radius + 4, device=model.device,
-                            progress=progress)
+        if model.trained_data() == DIGITS:  # the lab's digit models: one 28x28 grey digit at a time
+            if noisy.shape != (28, 28, 1):
+                raise CheckpointError(f"{method} denoises 28x28 grey digits, not a {noisy.shape[1]}x{noisy.shape[0]} "
+                                      "photo")
+            x = torch.from_numpy(noisy.transpose(2, 0, 1).copy())[None].to(model.device)
+            # a denoiser that takes the noise level (diffusion starts from the matching timestep) gets it
+            options = {"sigma": sigma} if "sigma" in inspect.signature(model.denoise).parameters else {}
+            with torch.no_grad():
+                out = model.denoise(x, **options).float().clamp(0, 1).cpu()[0].numpy().transpose(1, 2, 0)
+        else:
+            out = restore_tiled(model.denoise, noisy, margin=model.receptive_radius + 4, device=model.device,
+                                progress=progress)
     return Result(method, out, time.perf_counter() - began)
 
 
