@@ -94,6 +94,7 @@ HELD_OUT_PHOTOS = ("astronaut", "chelsea", "flower", "camera")   # never trained
 TRAINING_PHOTOS = tuple(n for n in [*_SKIMAGE_PHOTOS, *_SKLEARN_PHOTOS] if n not in HELD_OUT_PHOTOS)
 PHOTO_PATCH = 48            # training crops are PHOTO_PATCH x PHOTO_PATCH colour patches
 PHOTO_PATCHES = 3000        # crops drawn once (seed SPLIT_SEED) from the training photos, flips and turns included
+MAX_FILE_BYTES = 200 * 1024 * 1024   # a local file given to the CLI (uploads keep MAX_UPLOAD_BYTES)
 MAX_PHOTO_PIXELS = 4_000_000  # uploads above this are downscaled for the page (the CLI tiles any size)
 
 
@@ -220,7 +221,8 @@ class UploadedPhoto:
     notes: tuple[str, ...]           # what was applied: EXIF orientation, alpha flattened, 16-bit read
 
 
-def load_photo_upload(data: bytes, max_pixels: int = MAX_PHOTO_PIXELS) -> UploadedPhoto:
+def load_photo_upload(data: bytes, max_pixels: int = MAX_PHOTO_PIXELS, max_bytes: int = MAX_UPLOAD_BYTES
+                      ) -> UploadedPhoto:
     """Decode an uploaded photo safely, keeping its colour mode: grey stays (H,W,1), colour is (H,W,3).
 
     The same limits as ``load_upload`` (bytes, pixels, formats, damaged files: UploadError in words).
@@ -229,8 +231,8 @@ def load_photo_upload(data: bytes, max_pixels: int = MAX_PHOTO_PIXELS) -> Upload
     """
     if len(data) == 0:
         raise UploadError("the file is empty")
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise UploadError(f"the file is {len(data) / 1e6:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 1e6:.0f} MB")
+    if len(data) > max_bytes:
+        raise UploadError(f"the file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
     notes: list[str] = []
     try:
         with Image.open(io.BytesIO(data)) as img:
@@ -297,10 +299,11 @@ def photo_png(image: np.ndarray) -> bytes:
 
 
 def read_photo_file(path: str) -> np.ndarray:
-    """A photo file (any UPLOAD_FORMATS, any size up to MAX_UPLOAD_PIXELS) as (H,W,C) in [0,1], never downscaled."""
+    """A local photo file (any UPLOAD_FORMATS, up to MAX_UPLOAD_PIXELS and MAX_FILE_BYTES) as (H,W,C) in [0,1],
+    never downscaled: the CLI's input, where a 12-megapixel JPEG is larger than a page upload may be."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as err:
         raise UploadError(f"cannot read {path}: {(err.strerror or 'unreadable').lower()}") from None
-    return load_photo_upload(data, max_pixels=MAX_UPLOAD_PIXELS).image
+    return load_photo_upload(data, max_pixels=MAX_UPLOAD_PIXELS, max_bytes=MAX_FILE_BYTES).image

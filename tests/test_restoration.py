@@ -193,3 +193,17 @@ def test_training_logs_a_validation_psnr_on_held_out_crops():
     assert "val_psnr" not in model.training_step(batch, 1).scalars
     sr = ESPCN(ESPCNConfig(scale=2, width=8))
     assert sr.training_step(batch, 50).scalars["val_psnr"] > 10
+
+
+def test_cli_takes_a_file_larger_than_a_page_upload(tmp_path):
+    from genlib.data import MAX_UPLOAD_BYTES
+
+    noise = (np.random.default_rng(0).random((1500, 1500, 3)) * 255).astype(np.uint8)  # incompressible
+    (tmp_path / "big.png").write_bytes(png_bytes(noise))
+    assert (tmp_path / "big.png").stat().st_size > MAX_UPLOAD_BYTES
+    with pytest.raises(UploadError, match="limit"):
+        load_photo_upload((tmp_path / "big.png").read_bytes())  # a page upload is refused ...
+    done = cli("denoise", str(tmp_path / "big.png"), "--out", str(tmp_path / "out.png"), "--method", "wavelet")
+    assert done.returncode == 0, done.stderr  # ... the same local file is fine for the CLI
+    with Image.open(tmp_path / "out.png") as img:
+        assert img.size == (1500, 1500)
