@@ -184,9 +184,11 @@ def _compare_view(page) -> list[str]:
     page.wait_for_function("() => !document.body.innerText.includes('in the background…')", timeout=300_000)
     wait_idle(page, 180_000)
     page.wait_for_function("""() => {  // every chosen model's grid is drawn, its image loaded
-        const tags = document.querySelectorAll('[data-testid="stMultiSelect"] [data-tag]').length;
-        const imgs = [...document.querySelectorAll('[data-testid="stImage"] img')].filter(i => i.src && i.complete);
-        return tags > 0 && imgs.length >= 2; }""", timeout=120_000)
+        const picker = document.querySelector('[data-testid="stMultiSelect"]');  // "Models" comes first
+        const tags = picker ? picker.querySelectorAll('[data-tag]').length : 0;
+        const grids = [...document.querySelectorAll('[data-testid="stImage"]')]
+            .filter(g => g.innerText.includes(' · ') && g.querySelector('img') && g.querySelector('img').complete);
+        return tags > 0 && grids.length >= tags; }""", timeout=120_000)  # one loaded grid per chosen model
     assert page.locator(EXCEPTION).count() == 0
     models = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Models")
     tags = models.locator('.react-aria-ComboBox [data-testid="stMultiSelectTagsContainer"] [data-tag]')

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlib.config import setting
+from genlib.config import ConfigError, setting
 from genlib.data import HELD_OUT_PHOTOS, bundled_photo
 from genlib.families.restoration.classical import add_noise
 from genlib.model import (PHOTOS, GenerativeModel, ModelConfig, SamplingCallback, SamplingOptions, SamplingStep,
@@ -33,6 +33,7 @@ from genlib.model import (PHOTOS, GenerativeModel, ModelConfig, SamplingCallback
 from genlib.registry import register
 
 PREVIEW_CROP = 64
+SCALES = (2, 4)
 METRIC_SIGMAS = (15, 25, 50)   # Gaussian noise levels (0-255) of the stored held-out metrics
 METRIC_SEED = 0
 VALIDATE_EVERY = 50           # steps between validation PSNRs (the held-out crops) in the training log
@@ -184,8 +185,13 @@ class DnCNN(GenerativeModel):
 class ESPCNConfig(ModelConfig):
     """The sub-pixel network's scale and width."""
 
-    scale: int = setting(2, "upscaling factor", choices=(2, 4))
+    scale: int = setting(2, "upscaling factor: 2 or 4", min=2, max=4)
     width: int = setting(64, "channels of the first layer (the second has half as many)", min=8, max=256)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scale not in SCALES:
+            raise ConfigError(f"scale={self.scale} is not offered; choose 2 or 4")
 
 
 @register("espcn")
