@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import io
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -174,17 +176,18 @@ def corrupt(images: Tensor, noise_std: float, generator: torch.Generator | None 
     return (images + noise_std * noise.to(images.device)).clamp(0, 1)
 
 
-def load_upload(data: bytes, size: int = 28, invert_if_light: bool = True) -> Tensor:
-    """Decode an uploaded image safely into a (1,1,size,size) greyscale tensor in [0,1].
+@contextmanager
+def opened_upload(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> Iterator[Image.Image]:
+    """The uploaded bytes opened as a PIL image, with every hostile-input check, for decoding inside the block.
 
-    Hostile input is refused with an UploadError: too many bytes, too many pixels (a
-    decompression bomb), a format outside UPLOAD_FORMATS, or bytes that are not an image.
-    MNIST digits are light on dark, so a photo of ink on paper is inverted.
+    Refused with an UploadError in words: no bytes, too many bytes, a format outside UPLOAD_FORMATS,
+    too many pixels (a decompression bomb), or bytes that are not a readable image (also when the
+    decoding inside the block fails); the log keeps the decoder's own error.
     """
     if len(data) == 0:
         raise UploadError("the file is empty")
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise UploadError(f"the file is {len(data) / 1e6:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 1e6:.0f} MB")
+    if len(data) > max_bytes:
+        raise UploadError(f"the file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.format not in UPLOAD_FORMATS:
@@ -192,19 +195,30 @@ def load_upload(data: bytes, size: int = 28, invert_if_light: bool = True) -> Te
             w, h = img.size
             if w * h > MAX_UPLOAD_PIXELS:
                 raise UploadError(f"the image is {w}x{h} pixels; the limit is {MAX_UPLOAD_PIXELS:,} pixels")
-            img.draft("L", (size * 4, size * 4))  # cheap JPEG downscale before decoding fully
-            grey = img.convert("L").resize((size, size), Image.Resampling.LANCZOS)
+            yield img
     except UploadError:
         raise
     except Image.DecompressionBombError:
         # PIL refuses headers that claim far more pixels than MAX_UPLOAD_PIXELS before we can look.
         raise UploadError(f"the image claims more pixels than can be decoded safely; the limit is "
                           f"{MAX_UPLOAD_PIXELS:,} pixels") from None
-    except (UnidentifiedImageError, OSError, ValueError):
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         # The reader wants to know what to do, not which decoder gave up; the log keeps the details.
         _LOG.info("refused an upload of %d bytes", len(data), exc_info=True)
         raise UploadError("this file is not a readable image (it may be damaged, cut short or not an image at "
                           "all); try saving it again as a PNG or JPG") from None
+
+
+def load_upload(data: bytes, size: int = 28, invert_if_light: bool = True) -> Tensor:
+    """Decode an uploaded image safely into a (1,1,size,size) greyscale tensor in [0,1].
+
+    Hostile input is refused with an UploadError: too many bytes, too many pixels (a
+    decompression bomb), a format outside UPLOAD_FORMATS, or bytes that are not an image.
+    MNIST digits are light on dark, so a photo of ink on paper is inverted.
+    """
+    with opened_upload(data) as img:
+        img.draft("L", (size * 4, size * 4))  # cheap JPEG downscale before decoding fully
+        grey = img.convert("L").resize((size, size), Image.Resampling.LANCZOS)
     arr = np.asarray(grey, dtype=np.float32) / 255.0
     if invert_if_light and arr.mean() > 0.5:
         arr = 1.0 - arr
@@ -229,32 +243,14 @@ def load_photo_upload(data: bytes, max_pixels: int = MAX_PHOTO_PIXELS, max_bytes
     EXIF orientation is applied, alpha is flattened onto white, 16-bit grey is read at full depth, and
     a photo above ``max_pixels`` is downscaled (LANCZOS) to fit.
     """
-    if len(data) == 0:
-        raise UploadError("the file is empty")
-    if len(data) > max_bytes:
-        raise UploadError(f"the file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
     notes: list[str] = []
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.format not in UPLOAD_FORMATS:
-                raise UploadError(f"{img.format} images are not accepted; use {', '.join(sorted(UPLOAD_FORMATS))}")
-            w, h = img.size
-            if w * h > MAX_UPLOAD_PIXELS:
-                raise UploadError(f"the image is {w}x{h} pixels; the limit is {MAX_UPLOAD_PIXELS:,} pixels")
-            oriented = ImageOps.exif_transpose(img)
-            if oriented.size != img.size or img.getexif().get(0x0112, 1) != 1:
-                notes.append("EXIF orientation applied")
-            image, more = _photo_array(oriented)
-            notes += more
-    except UploadError:
-        raise
-    except Image.DecompressionBombError:
-        raise UploadError(f"the image claims more pixels than can be decoded safely; the limit is "
-                          f"{MAX_UPLOAD_PIXELS:,} pixels") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        _LOG.info("refused a photo upload of %d bytes", len(data), exc_info=True)
-        raise UploadError("this file is not a readable image (it may be damaged, cut short or not an image at "
-                          "all); try saving it again as a PNG or JPG") from None
+    with opened_upload(data, max_bytes) as img:
+        oriented = ImageOps.exif_transpose(img)
+        if oriented.size != img.size or img.getexif().get(0x0112, 1) != 1:
+            notes.append("EXIF orientation applied")
+        image, more = _photo_array(oriented)
+        notes += more
+    w, h = img.size
     downscaled = image.shape[0] * image.shape[1] > max_pixels
     if downscaled:
         image = resize_photo(image, (image.shape[0] * image.shape[1] / max_pixels) ** -0.5)

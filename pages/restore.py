@@ -10,6 +10,7 @@ are in pages/restore/. Session-state keys start with ``rst_``.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -34,13 +35,23 @@ UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp"]
 
 
 # -- the photo ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Photo:
+    """The photo a visitor works on, (H,W,C) in [0,1], its file stem, and a short key naming its content
+    (no colons), so caches and background results are keyed without hashing megapixels on every rerun."""
+
+    image: np.ndarray
+    stem: str
+    key: str
+
+
 @st.cache_data(show_spinner="Reading the photo…", max_entries=8)
 def _decoded(data: bytes):
-    return load_photo_upload(data)
+    return load_photo_upload(data), hashlib.sha256(data).hexdigest()[:16]
 
 
-def photo_input() -> tuple[np.ndarray, str] | None:
-    """The photo to work on (H,W,C) in [0,1] and its name, from the bundled set or an upload."""
+def photo_input() -> Photo | None:
+    """The photo to work on, from the bundled set, a test digit or an upload."""
     left, right = st.columns([1, 2])
     source = left.radio("Photo", ["A bundled photo", "Upload your own", "A test digit (28x28)"], key="rst_source")
     with right:
@@ -48,12 +59,12 @@ def photo_input() -> tuple[np.ndarray, str] | None:
             name = st.selectbox("Bundled photo", photo_names(), key="rst_photo",
                                 format_func=lambda n: f"{n} · held out (never trained on)" if n in HELD_OUT_PHOTOS
                                 else f"{n} · a training photo")
-            return bundled_photo(name), name
+            return Photo(bundled_photo(name), name, f"bundled-{name}")
         if source.startswith("A test digit"):
             index = int(st.number_input("Test digit (index into the 1,000 test digits)", 0, 999, 0, key="rst_digit"))
             st.caption("For digits the lab's own models join in: the denoising autoencoder and the diffusion "
                        "model run from the matching noise level.")
-            return mnist().test_images[index, 0].numpy()[..., None].copy(), f"digit{index}"
+            return Photo(mnist().test_images[index, 0].numpy()[..., None].copy(), f"digit{index}", f"digit-{index}")
         upload = st.file_uploader("PNG, JPEG, WebP, TIFF or BMP; colour or grey, 8 or 16 bit", type=UPLOAD_TYPES,
                                   key="rst_upload")
         if upload is None:
@@ -61,7 +72,7 @@ def photo_input() -> tuple[np.ndarray, str] | None:
                     "(the command line restores any size, in tiles).")
             return None
         try:
-            loaded = _decoded(upload.getvalue())
+            loaded, digest = _decoded(upload.getvalue())
         except UploadError as err:
             st.error(f"That file cannot be used: {err}.")
             return None
@@ -72,16 +83,23 @@ def photo_input() -> tuple[np.ndarray, str] | None:
                         f"(this page works on at most {MAX_PHOTO_PIXELS / 1e6:.0f} megapixels)")
         st.caption(f"{w}x{h}, {'grey' if loaded.image.shape[2] == 1 else 'colour'}" +
                    ("; " + "; ".join(said) if said else ""))
-        return loaded.image, upload.name.rsplit(".", 1)[0]
+        return Photo(loaded.image, upload.name.rsplit(".", 1)[0], f"upload-{digest}")
 
 
-def _digest(image: np.ndarray) -> str:
-    return hashlib.sha256(image.tobytes() + str(image.shape).encode()).hexdigest()[:16]
-
-
+# The photo is passed as ``_image`` (not hashed by st.cache_data); ``key`` names it.
 @st.cache_data(max_entries=16, show_spinner=False)
-def _noisy(image: np.ndarray, kind: str, level: float, seed: int) -> np.ndarray:
-    return classical.add_noise(image, kind, level, seed)
+def _noisy(_image: np.ndarray, key: str, kind: str, level: float, seed: int) -> np.ndarray:
+    return classical.add_noise(_image, kind, level, seed)
+
+
+@st.cache_data(max_entries=32, show_spinner="Estimating the noise level…")
+def _estimated_sigma(_image: np.ndarray, key: str) -> float:
+    return classical.estimate_sigma(_image)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _shrunk(_image: np.ndarray, key: str, scale: int) -> np.ndarray:
+    return classical.downscale(_image, scale)
 
 
 # -- running methods in the background ---------------------------------------------------------------------
@@ -192,8 +210,8 @@ def _nearest_up(small: np.ndarray, like: np.ndarray) -> np.ndarray:
 
 
 # -- the tabs --------------------------------------------------------------------------------------------------
-def denoise_tab(photo: tuple[np.ndarray, str]) -> None:
-    image, stem = photo
+def denoise_tab(photo: Photo) -> None:
+    image, stem = photo.image, photo.stem
     settings, main = st.columns([1, 3], gap="large")
     with settings:
         mode = st.radio("Noise", ["Add noise (a clean reference: PSNR and SSIM)", "It is already noisy (blind)"],
@@ -203,14 +221,15 @@ def denoise_tab(photo: tuple[np.ndarray, str]) -> None:
             kind = st.selectbox("Kind", list(classical.NOISE_KINDS), key="rst_noise_kind")
             about, (lo, hi), default = classical.NOISE_KINDS[kind]
             level = st.slider(about, float(lo), float(hi), float(default), key=f"rst_level_{kind}")
-            noisy, reference = _noisy(image, kind, level, global_seed()), image
+            content = f"{photo.key}-{kind}-{level:g}-{global_seed()}"
+            noisy, reference = _noisy(image, content, kind, level, global_seed()), image
             sigma = level / 255 if kind == "gaussian" else None
             st.caption(f"Seed {global_seed()} (the global seed). " +
                        ("The classical methods are given the true σ." if sigma is not None else
                         "The classical methods estimate the noise level."))
         else:
-            noisy, reference = image, None
-        st.metric("Estimated noise σ (0-255)", f"{classical.estimate_sigma(noisy) * 255:.1f}")
+            content, noisy, reference = photo.key, image, None
+        st.metric("Estimated noise σ (0-255)", f"{_estimated_sigma(noisy, content) * 255:.1f}")
         options = [*classical.DENOISERS, *_learned("denoise")]
         digit = image.shape == (28, 28, 1)
         if digit:  # a digit: the lab's digit models can denoise it too
@@ -225,7 +244,7 @@ def denoise_tab(photo: tuple[np.ndarray, str]) -> None:
         if not methods:
             st.info("Choose at least one method.")
             return
-        key_base = f"denoise:{_digest(noisy)}:{sigma}"
+        key_base = f"denoise:{content}:{sigma}"
         results = results_for("denoise", key_base, methods,
                               lambda m: partial(restore.denoise, m, noisy, sigma))
         if results:
@@ -234,8 +253,8 @@ def denoise_tab(photo: tuple[np.ndarray, str]) -> None:
             st.info("Press **Restore** to run the chosen methods on this photo.")
 
 
-def upscale_tab(photo: tuple[np.ndarray, str]) -> None:
-    image, stem = photo
+def upscale_tab(photo: Photo) -> None:
+    image, stem = photo.image, photo.stem
     settings, main = st.columns([1, 3], gap="large")
     with settings:
         scale = st.radio("Scale", [2, 4], format_func=lambda s: f"x{s}", horizontal=True, key="rst_scale")
@@ -243,7 +262,7 @@ def upscale_tab(photo: tuple[np.ndarray, str]) -> None:
                             key="rst_measure")
         options = [*classical.UPSCALERS, *_learned("upscale", scale)]
         methods = st.multiselect("Methods", options, default=options[:3], key=f"rst_sr_methods_{scale}")
-    low = classical.downscale(image, scale) if measure else image
+    low = _shrunk(image, photo.key, scale) if measure else image
     reference = image[:low.shape[0] * scale, :low.shape[1] * scale] if measure else None
     with main:
         st.caption(f"Input {low.shape[1]}x{low.shape[0]} → output {low.shape[1] * scale}x{low.shape[0] * scale}" +
@@ -252,7 +271,7 @@ def upscale_tab(photo: tuple[np.ndarray, str]) -> None:
         if not methods:
             st.info("Choose at least one method.")
             return
-        results = results_for("upscale", f"upscale:{_digest(low)}:{scale}", methods,
+        results = results_for("upscale", f"upscale:{photo.key}-{'shrunk' if measure else 'as-is'}:{scale}", methods,
                               lambda m: partial(restore.upscale, m, low, scale))
         if results:
             show_results(results, low, reference, "low-resolution", stem, "upscale")

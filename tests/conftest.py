@@ -6,6 +6,7 @@ Everything here is real: real torch models, the real MNIST split, real folders u
 from __future__ import annotations
 
 import os
+import time
 from typing import Callable
 
 import pytest
@@ -14,6 +15,17 @@ import torch
 # One intra-op thread: the models under test are tiny, and on a small shared machine two OpenMP
 # threads that wait on each other made a 200-step run 30x slower (45 s instead of 1.5 s).
 torch.set_num_threads(1)
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, every: float = 0.005) -> bool:
+    """Poll ``predicate`` every ``every`` seconds until it holds or ``timeout`` passes; its last value.
+    Background work is real threads, so tests wait for what they expect instead of sleeping blindly."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(every)
+    return predicate()
+
 
 # -- core (genlib) fixtures --------------------------------------------------------------------------
 

@@ -13,20 +13,12 @@ import pytest
 from genlib import background
 from genlib.background import (Cancelled, Control, Failed, FunctionWork, RunnerBusy, Snapshot, Work, get, plain_error,
                                start, start_task, works)
+from conftest import wait_for
 
 
 def _key(name: str) -> str:
     """A key no other test (or earlier run in this process) has used."""
     return f"{name}-{uuid.uuid4().hex}"
-
-
-def _wait_for(predicate, timeout: float = 10.0, every: float = 0.005) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(every)
-    return predicate()
 
 
 class Counter(Work):
@@ -98,7 +90,7 @@ def test_a_task_reports_progress_and_eta_and_returns_its_result():
     assert isinstance(task, FunctionWork) and task.kind == "task"
     assert get(task.id) is task and get("nope") is None and get(None) is None
     assert task in works("task") and task in works() and task not in works("training")
-    assert _wait_for(lambda: task.snapshot().fraction == 0.5)
+    assert wait_for(lambda: task.snapshot().fraction == 0.5)
     time.sleep(0.05)
     snap = task.snapshot()
     assert isinstance(snap, Snapshot) and (snap.id, snap.key, snap.kind, snap.title) == (task.id, key, "task",
@@ -122,7 +114,7 @@ def test_no_eta_before_there_is_progress_to_go_by():
     gate = threading.Event()
     task = start_task(_key("no-eta"), lambda report, cancel: (report(0.005, "barely started"), gate.wait(30)))
     try:
-        assert _wait_for(lambda: task.snapshot().message == "barely started")
+        assert wait_for(lambda: task.snapshot().message == "barely started")
         assert task.snapshot().eta_s is None
     finally:
         gate.set()
@@ -170,7 +162,7 @@ def test_cancel_stops_the_task_at_its_next_report_within_a_second():
         return "finished"
 
     task = start_task(_key("cancel"), work)
-    assert _wait_for(lambda: len(calls) > 2)
+    assert wait_for(lambda: len(calls) > 2)
     t0 = time.monotonic()
     task.cancel()
     snap = task.wait(30)
@@ -194,7 +186,7 @@ def test_report_raises_cancelled_only_after_cancel():
             raise
 
     gate_task = start_task(_key("raises"), work)
-    assert _wait_for(lambda: "before" in seen)
+    assert wait_for(lambda: "before" in seen)
     gate_task.cancel()
     assert gate_task.wait(30).status == "cancelled" and seen == {"before": False, "raised": True}
 
@@ -239,7 +231,7 @@ def test_the_same_key_shares_running_paused_or_finished_work_and_replaces_failed
 def test_pause_holds_the_worker_and_resume_continues_it():
     work = start(Counter(n=60))
     assert isinstance(work, Counter) and work.snapshot().kind == "test-counter"
-    assert _wait_for(lambda: work.count >= 3)
+    assert wait_for(lambda: work.count >= 3)
     work.pause()
     at_pause = work.count
     snap = work.snapshot()
@@ -286,7 +278,7 @@ def test_an_eta_the_worker_gives_is_shown_while_running():
             control.report(0.6, "never")
 
     work = start(Timed())
-    assert _wait_for(lambda: work.snapshot().message == "half")
+    assert wait_for(lambda: work.snapshot().message == "half")
     assert work.snapshot().eta_s == 12.0
     work.cancel()
     assert work.wait(5).eta_s is None
@@ -296,7 +288,7 @@ def test_an_eta_the_worker_gives_is_shown_while_running():
 def test_fail_from_outside_ends_the_work_as_failed_and_stops_its_thread(cleanup):
     work = start(Counter())
     cleanup.append(work)
-    assert _wait_for(lambda: work.count >= 2)
+    assert wait_for(lambda: work.count >= 2)
     work.fail("training diverged: the generator loss became nan")
     snap = work.snapshot()
     assert snap.status == "failed" and snap.done and snap.message == "training diverged: the generator loss became nan"

@@ -14,15 +14,7 @@ from genlib.background import RunnerBusy, Snapshot
 from genlib.families.gan import ToyConfig, ToySession, ToySnapshot, start_toy_session
 from genlib.families.gan.toy2d import (DISTRIBUTIONS, GAUSSIAN_MEAN, MAX_RUNNING_TOY_SESSIONS, Toy2DGAN,
                                        sample_distribution)
-
-
-def _wait_for(predicate, timeout: float = 10.0, every: float = 0.02) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(every)
-    return predicate()
+from conftest import wait_for
 
 
 @pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
@@ -156,7 +148,7 @@ def test_session_start_pause_single_step_cancel(toy_sessions):
     toy_sessions.append(session)
     assert isinstance(session, ToySession) and background.get(session.id) is session
     assert session in background.works("toy")
-    assert _wait_for(lambda: session.snapshot().state.step >= 6), "the worker made no progress"
+    assert wait_for(lambda: session.snapshot().state.step >= 6), "the worker made no progress"
     snap = session.snapshot()  # from this (the main) thread while the worker runs
     assert isinstance(snap, Snapshot) and snap.kind == "toy" and snap.status == "running"
     assert isinstance(snap.state, ToySnapshot) and not hasattr(snap.state, "status")
@@ -181,7 +173,7 @@ def test_session_start_pause_single_step_cancel(toy_sessions):
     assert session.snapshot().status == "paused"
     session.start(steps_per_tick=2)
     assert session.snapshot().status == "running" and session.steps_per_tick == 2
-    assert _wait_for(lambda: session.snapshot().state.step >= paused_at + 4)
+    assert wait_for(lambda: session.snapshot().state.step >= paused_at + 4)
     t0 = time.monotonic()
     session.cancel()
     final = session.wait(2)
@@ -216,7 +208,7 @@ def test_bad_settings_are_refused_and_nothing_is_registered():
 def test_session_finishes_at_max_steps_and_fails_on_nan(toy_sessions):
     done = start_toy_session(ToyConfig(max_steps=7, num_points=32), steps_per_tick=5)
     toy_sessions.append(done)
-    assert _wait_for(lambda: done.snapshot().status == "finished")
+    assert wait_for(lambda: done.snapshot().status == "finished")
     snap = done.snapshot()
     assert snap.state.step == 7 and snap.message == "reached max_steps=7" and snap.fraction == 1.0
     assert snap.error is None and snap.eta_s is None
@@ -229,7 +221,7 @@ def test_session_finishes_at_max_steps_and_fails_on_nan(toy_sessions):
     with torch.no_grad():
         bad.model.generator[0].weight.fill_(float("nan"))
     bad.start()
-    assert _wait_for(lambda: bad.snapshot().status == "failed")
+    assert wait_for(lambda: bad.snapshot().status == "failed")
     snap = bad.snapshot()
     assert snap.message.startswith("training diverged: ") and "nan" in snap.message
     assert "learning rate" in snap.message and snap.error == f"Failed: {snap.message}"
@@ -258,7 +250,7 @@ def test_an_unexpected_failure_is_reported_in_words(toy_sessions):
     first = session.model.discriminator[0]  # a D that expects 3-D points: the first 2-D batch fails in torch
     session.model.discriminator[0] = torch.nn.Linear(3, first.out_features)
     session.start()
-    assert _wait_for(lambda: session.status == "failed")  # (a snapshot would fail too: it asks this D)
+    assert wait_for(lambda: session.status == "failed")  # (a snapshot would fail too: it asks this D)
     session._thread.join(2)
     session.model.discriminator[0] = first  # the picture asks D too: give it back its 2-D layer
     snap = session.snapshot()
