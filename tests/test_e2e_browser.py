@@ -108,7 +108,7 @@ def open_autoencoders(page, url: str) -> None:
     """Open the app's front door, then the Autoencoders page through the sidebar navigation."""
     page.goto(url)
     page.get_by_role("heading", name="Generative Model Lab").wait_for()
-    page.get_by_role("link", name="Autoencoders").click()
+    page.get_by_test_id("stSidebarNavItems").get_by_role("link", name="Autoencoders").click()
     page.get_by_role("tab", name="Samples").wait_for()
     wait_idle(page)
 
