@@ -131,6 +131,8 @@ class TrainConfig(Config):
     epochs: int = setting(10, "passes over the training set", min=1, max=1000)
     batch_size: int = setting(128, "images per step", min=2, max=4096)
     lr: float = setting(1e-3, "Adam learning rate", min=1e-6, max=1.0, step=1e-4, format="%.5f")
+    lr_schedule: str = setting("constant", "learning rate over the run: constant, or cosine decay to zero",
+                               choices=("constant", "cosine"))
     grad_clip: float = setting(0.0, "clip gradient norm to this (0 = off)", min=0.0, max=1e4)
     ema_decay: float = setting(0.0, "exponential moving average of weights (0 = off)", min=0.0, max=0.99999)
     seed: int = setting(0, "random seed for init, shuffling and noise", min=0, max=2**31 - 1)

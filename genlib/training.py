@@ -135,6 +135,9 @@ class Trainer:
         if cfg.max_steps:
             total = min(total, cfg.max_steps)
         result = result if result is not None else TrainResult(steps=0)
+        # Cosine decay steps every optimizer once per training step, so it ends at zero on the last one.
+        schedules = ([torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total)) for opt in optimizers]
+                     if cfg.lr_schedule == "cosine" else [])
         tools = StepTools(self._backward_and_step, self._autocast, step=0)
         start = time.perf_counter()
         self._step = 0
@@ -157,6 +160,8 @@ class Trainer:
                                                "try a lower learning rate or gradient clipping")
                     if self.ema is not None:
                         self.ema.update_parameters(model)
+                    for schedule in schedules:
+                        schedule.step()
                     self._step += 1
                     result.steps = self._step
                     result.history.append({"step": self._step, "epoch": epoch + 1, **out.scalars})

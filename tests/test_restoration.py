@@ -14,7 +14,8 @@ from PIL import Image
 
 from genlib.data import (HELD_OUT_PHOTOS, TRAINING_PHOTOS, UploadError, bundled_photo, load_photo_upload, photo_png,
                          training_set)
-from genlib.families.restoration import DnCNN, DnCNNConfig, ESPCN, ESPCNConfig, classical, restore, tiles
+from genlib.families.restoration import (DnCNN, DnCNNConfig, ESPCN, ESPCNConfig, ResUNet, ResUNetConfig, classical,
+                                        restore, tiles)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,6 +120,20 @@ def test_tiles_give_exactly_the_whole_image_result():
     whole = sr.upscale(torch.from_numpy(photo.transpose(2, 0, 1).copy())[None])[0].numpy().transpose(1, 2, 0)
     tiled = tiles.restore_tiled(sr.upscale, photo, scale=2, margin=sr.receptive_radius, tile=64)
     assert tiled.shape == (300, 340, 3) and np.abs(tiled - whole).max() < 1e-5
+
+
+def test_the_unet_denoiser_tiles_without_seams_and_takes_any_size():
+    """Its margin keeps the quarter-resolution grid of every tile aligned with the whole photo's, so the
+    tiles agree with one pass; odd sizes are padded inside the net and cropped back."""
+    torch.manual_seed(0)
+    photo = bundled_photo("coffee")[:150, :170]
+    net = ResUNet(ResUNetConfig(width=4, blocks=1)).eval()
+    assert net.receptive_radius % 4 == 0
+    whole = net.denoise(torch.from_numpy(photo.transpose(2, 0, 1).copy())[None])[0].numpy().transpose(1, 2, 0)
+    tiled = tiles.restore_tiled(net.denoise, photo, margin=net.receptive_radius, tile=64)
+    assert tiled.shape == photo.shape and np.abs(tiled - whole).max() < 1e-5
+    for h, w in [(1, 1), (2, 7), (33, 5)]:
+        assert net.denoise(torch.rand(1, 3, h, w)).shape == (1, 3, h, w)
 
 
 def test_a_model_of_the_wrong_kind_is_refused(tmp_path):

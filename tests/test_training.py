@@ -1,6 +1,8 @@
 """genlib.training: the shared Trainer (NaN stop, cancel, EMA, clipping, seeding, multi-optimizer steps)."""
 from __future__ import annotations
 
+import math
+
 import threading
 from dataclasses import dataclass
 
@@ -190,6 +192,25 @@ def test_progress_and_history(core_tiny_config, core_slice):
 def test_max_steps_caps_the_run(core_tiny_config, core_slice):
     model = _tiny(VAE, core_tiny_config)
     assert Trainer(_cfg(epochs=5, max_steps=6)).fit(model, *core_slice).steps == 6
+
+
+def _learning_rates(model, config: TrainConfig, images, labels) -> list[float]:
+    """The first optimizer's learning rate after each step of a fit."""
+    optimizers: list = []
+    original = model.configure_optimizers
+    model.configure_optimizers = lambda lr: optimizers.extend(original(lr)) or optimizers
+    seen: list[float] = []
+    Trainer(config, callbacks=[lambda p, m: seen.append(optimizers[0].param_groups[0]["lr"])]).fit(model, images,
+                                                                                                  labels)
+    return seen
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero_on_the_last_step(core_tiny_config, core_slice):
+    seen = _learning_rates(_tiny(VAE, core_tiny_config), _cfg(epochs=5, max_steps=8, lr_schedule="cosine"), *core_slice)
+    assert len(seen) == 8 and seen[-1] == pytest.approx(0.0, abs=1e-12)
+    assert all(a > b for a, b in zip(seen, seen[1:]))
+    assert seen[0] == pytest.approx(1e-3 * (1 + math.cos(math.pi / 8)) / 2)
+    assert _learning_rates(_tiny(VAE, core_tiny_config), _cfg(epochs=5, max_steps=8), *core_slice) == [1e-3] * 8
 
 
 # -- EMA, clipping -----------------------------------------------------------------------------------

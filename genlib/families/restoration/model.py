@@ -82,39 +82,21 @@ class DnCNNConfig(ModelConfig):
 
 
 @dataclass(frozen=True)
-class DnCNNSampling(SamplingOptions):
+class DenoiserSampling(SamplingOptions):
     """What ``sample`` degrades the held-out crops with before denoising them."""
 
     sigma: float = setting(25.0, "Gaussian noise level of the crops, on the 0-255 scale", min=0.0, max=75.0)
 
 
-@register("dncnn")
-class DnCNN(GenerativeModel):
-    """A blind Gaussian denoiser for photos that predicts the noise and subtracts it."""
+class BlindDenoiser(GenerativeModel):
+    """What every blind photo denoiser shares: the noise it trains on, its validation curve, its stored
+    held-out metrics and what it "samples". A subclass builds ``self.net`` (noisy -> noise estimate)."""
 
-    Config = DnCNNConfig
-    Sampling = DnCNNSampling
+    Sampling = DenoiserSampling
     data_kind = PHOTOS
     group = "Restore"
     page = "pages/restore.py"
-    tiny_config = {"depth": 3, "width": 8}
-    description = "Residual CNN denoiser (DnCNN line), blind over noise levels 0-55"
     generative = False
-
-    def __init__(self, config: DnCNNConfig):
-        super().__init__(config)
-        c = config
-        layers: list[nn.Module] = [nn.Conv2d(3, c.width, 3, padding=1), nn.ReLU(inplace=True)]
-        for _ in range(c.depth - 2):
-            layers += [nn.Conv2d(c.width, c.width, 3, padding=1, bias=False), nn.BatchNorm2d(c.width),
-                       nn.ReLU(inplace=True)]
-        layers.append(nn.Conv2d(c.width, 3, 3, padding=1))
-        self.net = nn.Sequential(*layers)
-
-    @property
-    def receptive_radius(self) -> int:
-        """Pixels of context each output pixel sees on each side: tiles overlap by at least this."""
-        return self.config.depth
 
     def forward(self, noisy: Tensor) -> Tensor:
         """Clean estimate (N,3,H,W) of noisy photos (N,3,H,W), not clipped."""
@@ -178,6 +160,30 @@ class DnCNN(GenerativeModel):
         if callback is not None:
             callback(SamplingStep(0, 1, noisy.to(out.device), out))
         return out
+
+
+@register("dncnn")
+class DnCNN(BlindDenoiser):
+    """A blind Gaussian denoiser for photos that predicts the noise and subtracts it."""
+
+    Config = DnCNNConfig
+    tiny_config = {"depth": 3, "width": 8}
+    description = "Residual CNN denoiser (DnCNN line), blind over noise levels 0-55"
+
+    def __init__(self, config: DnCNNConfig):
+        super().__init__(config)
+        c = config
+        layers: list[nn.Module] = [nn.Conv2d(3, c.width, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(c.depth - 2):
+            layers += [nn.Conv2d(c.width, c.width, 3, padding=1, bias=False), nn.BatchNorm2d(c.width),
+                       nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(c.width, 3, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels of context each output pixel sees on each side: tiles overlap by at least this."""
+        return self.config.depth
 
 
 # -- super-resolution -----------------------------------------------------------------------------------------
