@@ -5,9 +5,10 @@ family's page is one more ``st.Page`` line below.
 """
 import streamlit as st
 
-from pages._ui import device_label
+from pages._ui import demo_caption, device_label, start_session
 
 st.set_page_config(page_title="Generative Model Lab", page_icon=":material/science:", layout="wide")
+start_session()  # the torch thread cap; in the hosted demo (GENLIB_DEMO=1) this visitor's private folder
 
 page = st.navigation([
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
@@ -22,5 +23,6 @@ with st.sidebar:
     st.markdown(f"**Device:** {device_label()}")
     st.number_input("Global seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="global_seed",
                     help="Seeds sampling, noise and training on every page: the same seed gives the same images.")
+    demo_caption("torch_threads", "hub")
 
 page.run()

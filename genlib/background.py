@@ -144,7 +144,11 @@ class Work:
     """One unit of background work. Subclasses implement ``run`` (and ``view`` for their own state)."""
 
     kind: ClassVar[str] = "task"
-    limit: ClassVar[int | None] = None   # at most this many of this kind running at once; None: no limit
+    limit: int | None = None   # at most this many of this kind running at once (None: no limit); per class or instance
+    # Who started it (a visitor's token in the hosted demo) and how many of its kind that owner may
+    # run at once; None: anyone's, no per-owner limit. Set on the instance before ``start``.
+    owner: str | None = None
+    owner_limit: int | None = None
     busy_message: ClassVar[str] = "{n} of these are already running; wait for one to end or cancel it"
 
     def __init__(self, key: str | None = None, title: str = ""):
@@ -214,7 +218,7 @@ class Work:
         with _REGISTRY_LOCK, self._resumed:
             if self._status != "paused":
                 return
-            _check_limit(type(self), exclude=self)
+            _check_limit(self, exclude=self)
             self._status = "running"
             self._resumed.notify_all()
 
@@ -276,13 +280,17 @@ _WORKS: dict[str, Work] = {}   # id -> work, oldest first
 _REGISTRY_LOCK = threading.RLock()
 
 
-def _check_limit(cls: type[Work], exclude: Work | None = None) -> None:
-    """RunnerBusy when ``cls.limit`` works of its kind run already (caller holds _REGISTRY_LOCK)."""
-    if cls.limit is None:
-        return
-    running = sum(w.kind == cls.kind and w.status == "running" for w in _WORKS.values() if w is not exclude)
-    if running >= cls.limit:
-        raise RunnerBusy(cls.busy_message.format(n=running))
+def _check_limit(work: Work, exclude: Work | None = None) -> None:
+    """RunnerBusy when ``work.limit`` works of its kind run already, or ``work.owner_limit`` of its
+    owner's (caller holds _REGISTRY_LOCK)."""
+    others = [w for w in _WORKS.values() if w is not exclude and w.kind == work.kind and w.status == "running"]
+    if work.limit is not None and len(others) >= work.limit:
+        raise RunnerBusy(work.busy_message.format(n=len(others)))
+    if work.owner is not None and work.owner_limit is not None:
+        mine = sum(w.owner == work.owner for w in others)
+        if mine >= work.owner_limit:
+            raise RunnerBusy(f"you have {mine} {work.kind} job{'s' if mine != 1 else ''} running already, the most "
+                             "one visitor may run at once; wait for it to finish or cancel it")
 
 
 def start(work: Work, *, paused: bool = False) -> Work:
@@ -295,7 +303,7 @@ def start(work: Work, *, paused: bool = False) -> Work:
                 if other.key == work.key and other.status in (*ACTIVE, "finished"):
                     return other
         if not paused:
-            _check_limit(type(work))
+            _check_limit(work)
         work._status = "paused" if paused else "running"
         _WORKS[work.id] = work
         _forget_old()

@@ -19,6 +19,7 @@ folder, or a Hugging Face hub id (downloaded with huggingface_hub when the machi
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -44,6 +45,8 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
 # scheduler/ folders included: fnmatch's * crosses "/") and side files; never pickles or code.
 HUB_ALLOW_PATTERNS = ("*.json", "*.safetensors", "*.png", "*.md", "*.csv", "*.txt")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+MAX_HUB_NAME_CHARS = 96     # the Hub's limit on each of owner and name
+MAX_SOURCE_CHARS = 4096     # PATH_MAX on Linux: no folder path or hub id is longer
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -113,17 +116,69 @@ def save_folder(folder: str | Path, module: nn.Module, meta: dict[str, Any],
             mode = "wb" if isinstance(content, bytes) else "w"
             with open(tmp / name, mode) as fh:
                 fh.write(content)
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
+        _swap_in(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def _old_version(folder: Path) -> Path:
+    """Where ``save_folder`` keeps a checkpoint's previous version while it renames the new one in."""
+    return folder.with_name(f".{folder.name}.old")
+
+
+def _swap_in(tmp: Path, folder: Path, attempts: int = 5) -> None:
+    """Rename the finished ``tmp`` to ``folder``, moving a previous version aside to ``.name.old`` first.
+
+    A directory cannot replace a non-empty one in one rename, so there is a moment with no folder
+    under the name; a process killed then leaves the previous version complete in ``.name.old``,
+    and ``recover_interrupted_save`` (run by listing and loading) puts it back. If a lister does
+    that while this process is in the gap, the second rename finds the name taken: move it aside
+    again and retry.
+    """
+    old = _old_version(folder)
+    for attempt in range(attempts):
+        if folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+        try:
+            os.replace(tmp, folder)
+            break
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == attempts - 1:
+                raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_interrupted_save(folder: str | Path) -> bool:
+    """Put back the previous version of a checkpoint whose save was killed between its two renames.
+
+    Then there is no folder under the name, only ``.name.old`` with the previous, complete version
+    (``save_folder``); this renames it back and returns True. A no-op (False) otherwise, also when
+    the path cannot be checked at all (a name too long for the file system).
+    """
+    folder = Path(folder)
+    try:
+        old = _old_version(folder)
+        if folder.exists() or not old.is_dir():
+            return False
+        os.replace(old, folder)
+    except (OSError, ValueError):  # a save finished meanwhile, or the path is unusable
+        return False
+    return True
+
+
+def _recover_source(source: str | Path) -> None:
+    """``recover_interrupted_save`` for each folder ``source`` can name: a path, a shipped or a run name."""
+    text = str(source).strip()
+    if not text:
+        return
+    try:
+        folders = [Path(text).expanduser()] + ([shipped_dir() / text, runs_dir() / text] if "/" not in text else [])
+    except (RuntimeError, ValueError):  # "~nobody", a null character: resolve says what is wrong
+        return
+    for folder in folders:
+        recover_interrupted_save(folder)
 
 
 def write_extra(folder: str | Path, name: str, content: str | bytes) -> None:
@@ -163,26 +218,65 @@ def store_half_precision(folder: str | Path) -> tuple[int, int]:
 def resolve(source: str | Path) -> tuple[Path, str]:
     """Turn a user's source into a local folder and its origin.
 
-    Order: an existing path; a shipped checkpoint name; a run name; a hub id ``owner/name``.
+    Order: an existing path; a shipped checkpoint name; a run name; a hub id ``owner/name``. A source
+    no path can be (too long, a ``~user`` that does not exist, a null character) or a path that cannot
+    be looked at is a CheckpointError, whose message quotes at most the first characters of the source.
     """
     text = str(source).strip()
     if not text:
         raise CheckpointError("no checkpoint given")
-    path = Path(text).expanduser()
-    if path.is_file():
-        if path.suffix in PICKLE_SUFFIXES or _looks_pickled(path):
-            raise CheckpointError(f"{path.name} is a pickle-based file; genlib never unpickles weights. "
-                                  "Convert it to a folder with model.safetensors and config.json.")
+    if len(text) > MAX_SOURCE_CHARS:
+        raise CheckpointError(f"no checkpoint called {shown(text)}: that is longer than any folder path or "
+                              f"Hugging Face id can be (at most {MAX_SOURCE_CHARS:,} characters)")
+    try:
+        path = Path(text).expanduser()
+        kind = "file" if path.is_file() else "folder" if path.is_dir() else None
+        if kind == "file" and (path.suffix in PICKLE_SUFFIXES or _looks_pickled(path)):
+            kind = "pickle"
+        named = [(root / text, origin) for root, origin in ((shipped_dir(), "shipped"), (runs_dir(), "run"))
+                 if "/" not in text and (root / text).is_dir()]
+    except (OSError, RuntimeError, ValueError) as err:  # RuntimeError: "~nobody"; ValueError: a null character
+        raise CheckpointError(f"no checkpoint called {shown(text)}: {_unusable(err)}; give a checkpoint's name, "
+                              "a folder or a Hugging Face id of the form owner/name") from None
+    if kind == "pickle":
+        raise CheckpointError(f"{path.name} is a pickle-based file; genlib never unpickles weights. "
+                              "Convert it to a folder with model.safetensors and config.json.")
+    if kind == "file":
         raise CheckpointError(f"{path} is a file; give the checkpoint folder that contains {CONFIG_FILE}")
-    if path.is_dir():
+    if kind == "folder":
         return path, "local"
-    for root, origin in ((shipped_dir(), "shipped"), (runs_dir(), "run")):
-        if (root / text).is_dir() and "/" not in text:
-            return root / text, origin
-    if HUB_ID.match(text):
+    if named:
+        return named[0]
+    if HUB_ID.match(text) and all(len(part) <= MAX_HUB_NAME_CHARS for part in text.split("/")):
         return _download(text), "hub"
-    raise CheckpointError(f"no checkpoint called {text!r}: not a folder, not a shipped or trained run, "
+    raise CheckpointError(f"no checkpoint called {shown(text)}: not a folder, not a shipped or trained run, "
                           "and not a Hugging Face id of the form owner/name")
+
+
+def is_local_folder(source: str | Path) -> bool:
+    """Whether ``source`` is an existing folder on this machine; False, never an error, for a source no
+    path can be (too long, ``~nobody``, a null character) or one that cannot be looked at."""
+    try:
+        return Path(str(source).strip()).expanduser().is_dir()
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
+def shown(text: str, keep: int = 60) -> str:
+    """``text`` quoted for a message, cut to its first ``keep`` characters when longer (a pasted page of
+    text stays one short line): ``'aaaa…' (5,000 characters)``."""
+    return repr(text) if len(text) <= keep else f"{text[:keep]!r}… ({len(text):,} characters)"
+
+
+def _unusable(err: Exception) -> str:
+    """Why a source cannot be a path, in words."""
+    if isinstance(err, OSError):
+        if err.errno == errno.ENAMETOOLONG:
+            return "the name is too long for a path on this machine"
+        return f"it cannot be looked at ({(err.strerror or 'unreadable').lower()})"
+    if isinstance(err, RuntimeError):
+        return "it starts with ~ but names no home folder on this machine"
+    return "it contains a character no path can hold"
 
 
 def _looks_pickled(path: Path) -> bool:
@@ -192,10 +286,24 @@ def _looks_pickled(path: Path) -> bool:
 
 
 def _download(repo_id: str) -> Path:
-    """Fetch a hub repo's safetensors folder (no pickles, no code) into the local HF cache."""
+    """Fetch a hub repo's safetensors folder (no pickles, no code) into the local HF cache.
+
+    Refused when loading from the hub is off (``genlib.demo.limits().hub``), and before anything is
+    downloaded when the files it would fetch add up to more than ``limits().hub_bytes``.
+    """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    from genlib.demo import limits
+
+    caps = limits()
+    if not caps.hub:
+        raise CheckpointError(f"loading {repo_id!r} from the Hugging Face Hub is off here (set GENLIB_DEMO_HUB=1 to "
+                              "allow it); use a shipped checkpoint or a local folder")
+    size = _hub_download_size(repo_id)
+    if size is not None and size > caps.hub_bytes:
+        raise CheckpointError(f"{repo_id!r} would download {size / 2**20:,.0f} MB of weights and configs, more than "
+                              f"the {caps.hub_bytes / 2**20:,.0f} MB allowed here; nothing was downloaded")
     try:
         return Path(snapshot_download(repo_id, allow_patterns=list(HUB_ALLOW_PATTERNS)))
     except LocalEntryNotFoundError:
@@ -205,6 +313,20 @@ def _download(repo_id: str) -> Path:
         raise CheckpointError(f"the Hugging Face Hub refused {repo_id!r}: {str(err).splitlines()[0]}") from None
     except (OSError, ValueError) as err:
         raise CheckpointError(f"could not fetch {repo_id!r} from the Hugging Face Hub: {err}") from None
+
+
+def _hub_download_size(repo_id: str) -> int | None:
+    """Bytes of the files ``_download`` would fetch, from the hub's file list; None when the hub cannot be
+    asked (offline: the download then comes from the local cache, which was checked when it was filled)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import filter_repo_objects
+
+    try:
+        info = HfApi().model_info(repo_id, files_metadata=True)
+    except Exception:  # offline, unknown repo, hub down: snapshot_download says which, in words, just after
+        return None
+    files = {s.rfilename: s.size or 0 for s in info.siblings or []}
+    return sum(files[name] for name in filter_repo_objects(files, allow_patterns=list(HUB_ALLOW_PATTERNS)))
 
 
 def _claim(folder: Path) -> dict[str, Any] | None:
@@ -262,15 +384,19 @@ def read_info(folder: str | Path, origin: str = "local") -> CheckpointInfo:
                           str(meta.get("kind", "generative")))
 
 
-def list_checkpoints(family: str | None = None, include_evaluators: bool = False) -> list[CheckpointInfo]:
-    """Shipped checkpoints, then the user's runs; unreadable folders are skipped.
+def list_checkpoints(family: str | None = None, include_evaluators: bool = False,
+                     runs: Path | None = None) -> list[CheckpointInfo]:
+    """Shipped checkpoints, then the user's runs (in ``runs``, default ``runs_dir()``: a hosted demo
+    passes the visitor's own folder); unreadable folders are skipped.
 
     Evaluators (the digit classifier) are not generative models and are left out unless asked.
     """
     found = []
-    for root, origin in ((shipped_dir(), "shipped"), (runs_dir(), "run")):
+    for root, origin in ((shipped_dir(), "shipped"), (runs if runs is not None else runs_dir(), "run")):
         if not root.is_dir():
             continue
+        for old in root.glob(".*.old"):  # a save killed between its renames: its previous version comes back
+            recover_interrupted_save(root / old.name[1:-len(".old")])
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             try:
                 info = read_info(folder, origin)
@@ -302,12 +428,13 @@ def load_state(folder: Path, module: nn.Module) -> None:
     except RuntimeError as err:
         # torch's first line is only "Error(s) in loading state_dict for X:"; the next says what.
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else "their names or shapes differ"
         raise CheckpointError(f"the weights in {weights} do not fit the model in config.json ({detail})") from None
 
 
 def load_model(source: str | Path, *, expect_family: str | None = None, device: str | torch.device = "cpu"):
     """Load any checkpoint: returns (model in eval mode, CheckpointInfo)."""
+    _recover_source(source)
     folder, origin = resolve(source)
     info = read_info(folder, origin)
     if info.kind == "evaluator":

@@ -164,17 +164,18 @@ def cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Score a checkpoint with the shipped evaluator and print every metric as JSON (``--write`` stores them)."""
-    from genlib.checkpoints import resolve, write_extra
+    from genlib.checkpoints import read_info, resolve, write_extra
     from genlib.comparison import Evaluator, score_checkpoint, write_checkpoint_scorecard
     from genlib.evaluation import metrics_dict
 
+    folder, origin = resolve(args.source)  # a bad source fails here, in milliseconds, before the evaluator loads
+    read_info(folder, origin)
     evaluator = Evaluator.load()
-    card = score_checkpoint(args.source, evaluator, num_samples=args.num, seed=args.seed,
-                            progress=stderr_progress)
+    card = score_checkpoint(args.source if origin == "hub" else folder, evaluator, num_samples=args.num,
+                            seed=args.seed, progress=stderr_progress)
     metrics = metrics_dict(card)
     print(json.dumps(metrics, indent=2))
     if args.write:
-        folder, origin = resolve(args.source)
         old = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
         kept = {k: old[k] for k in ("status", "train_steps", "train_seconds") if k in old}
         write_extra(folder, "metrics.json", json.dumps({**metrics, **kept}, indent=2))
@@ -210,9 +211,20 @@ def cmd_references(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Score checkpoints side by side and write the report folder; exit 2 if any could not be compared."""
+    from genlib.checkpoints import resolve
     from genlib.comparison import compare
     from genlib.report import write_report
 
+    refused = {}
+    for source in args.sources:  # when no source can be found, say so before the evaluator loads (seconds)
+        try:
+            resolve(source)
+        except CheckpointError as err:
+            refused[source] = str(err)
+    if len(refused) == len(args.sources):
+        for source, message in refused.items():
+            print(f"error: {source}: {message}", file=sys.stderr)
+        raise CheckpointError("none of the given checkpoints could be compared")
     comparison = compare(args.sources, seed=args.seed, num_samples=args.num, progress=stderr_progress)
     for source, message in comparison.errors.items():
         print(f"error: {source}: {message}", file=sys.stderr)

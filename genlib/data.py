@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,12 +24,42 @@ SPLIT_SEED = 0          # never change: shipped metrics depend on this exact spl
 TEST_FRACTION = 0.2     # 4,000 train / 1,000 test, 400 / 100 per class
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 4096 * 4096
-UPLOAD_FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"}
+# The accepted upload formats of each kind: PIL's format name -> the file name endings. One table per kind is
+# read by both its loader (which checks the decoded format) and the page's uploader (``upload_types``), so a
+# file the loader reads is never refused by its name, nor the reverse.
+DIGIT_UPLOAD_FORMATS: dict[str, tuple[str, ...]] = {
+    "PNG": ("png",), "JPEG": ("jpg", "jpeg"), "BMP": ("bmp",), "GIF": ("gif",), "WEBP": ("webp",),
+    "TIFF": ("tif", "tiff")}
+PHOTO_UPLOAD_FORMATS: dict[str, tuple[str, ...]] = {  # the same today; 16-bit grey comes as PNG or TIFF
+    "PNG": ("png",), "JPEG": ("jpg", "jpeg"), "BMP": ("bmp",), "GIF": ("gif",), "WEBP": ("webp",),
+    "TIFF": ("tif", "tiff")}
+UPLOAD_FORMATS = set(DIGIT_UPLOAD_FORMATS) | set(PHOTO_UPLOAD_FORMATS)  # every format some upload takes
+_MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp", "GIF": "image/gif", "WEBP": "image/webp",
+               "TIFF": "image/tiff"}
 _LOG = logging.getLogger(__name__)
 
 
 class UploadError(ValueError):
     """An uploaded file is too big, not an image, or of a format we do not read."""
+
+
+def upload_types(formats: dict[str, tuple[str, ...]]) -> list[str]:
+    """What a page's ``st.file_uploader(type=...)`` takes for ``formats`` (``DIGIT_UPLOAD_FORMATS`` or
+    ``PHOTO_UPLOAD_FORMATS``): their file name endings, then their MIME types.
+
+    The MIME types are there on purpose. The browser offers and accepts only these files, but one can
+    still arrive under another name (a script, a forged request); with only endings in the list,
+    Streamlit refuses it with an exception raised before the page's script even starts, so the page
+    is lost and nothing on it can catch that. Given a MIME type, Streamlit leaves names to the browser,
+    and such a file reaches the loader, which reads the content and says in words what is wrong.
+    """
+    return [*(ext for exts in formats.values() for ext in exts), *(_MIME_TYPES[name] for name in formats)]
+
+
+def format_names(formats: dict[str, tuple[str, ...]]) -> str:
+    """``formats`` in words for a message or a label: "PNG, JPEG, BMP, GIF, WebP or TIFF"."""
+    names = [{"WEBP": "WebP"}.get(name, name) for name in formats]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 @dataclass(frozen=True)
@@ -177,10 +208,11 @@ def corrupt(images: Tensor, noise_std: float, generator: torch.Generator | None 
 
 
 @contextmanager
-def opened_upload(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> Iterator[Image.Image]:
+def opened_upload(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES,
+                  formats: dict[str, tuple[str, ...]] = DIGIT_UPLOAD_FORMATS) -> Iterator[Image.Image]:
     """The uploaded bytes opened as a PIL image, with every hostile-input check, for decoding inside the block.
 
-    Refused with an UploadError in words: no bytes, too many bytes, a format outside UPLOAD_FORMATS,
+    Refused with an UploadError in words: no bytes, too many bytes, a format outside ``formats``,
     too many pixels (a decompression bomb), or bytes that are not a readable image (also when the
     decoding inside the block fails); the log keeps the decoder's own error.
     """
@@ -190,18 +222,23 @@ def opened_upload(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> Iterator[Im
         raise UploadError(f"the file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
     try:
         with Image.open(io.BytesIO(data)) as img:
-            if img.format not in UPLOAD_FORMATS:
-                raise UploadError(f"{img.format} images are not accepted; use {', '.join(sorted(UPLOAD_FORMATS))}")
+            if img.format not in formats:
+                raise UploadError(f"{img.format} images are not accepted; use {format_names(formats)}")
             w, h = img.size
             if w * h > MAX_UPLOAD_PIXELS:
-                raise UploadError(f"the image is {w}x{h} pixels; the limit is {MAX_UPLOAD_PIXELS:,} pixels")
+                raise UploadError(f"the image has too many pixels: it is {w}x{h} pixels ({w * h:,}); "
+                                  f"the limit is {MAX_UPLOAD_PIXELS:,} pixels")
             yield img
     except UploadError:
         raise
-    except Image.DecompressionBombError:
-        # PIL refuses headers that claim far more pixels than MAX_UPLOAD_PIXELS before we can look.
-        raise UploadError(f"the image claims more pixels than can be decoded safely; the limit is "
-                          f"{MAX_UPLOAD_PIXELS:,} pixels") from None
+    except Image.DecompressionBombError as err:
+        # PIL refuses headers that claim far more pixels than MAX_UPLOAD_PIXELS before we can look; its
+        # message ("Image size (N pixels) exceeds limit ...") is the only place that still says how many.
+        claimed = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"its header claims {int(claimed.group(1)):,} pixels" if claimed else "its header claims more " \
+            "pixels than can be decoded safely"
+        raise UploadError(f"the image has too many pixels: {size}; the limit is {MAX_UPLOAD_PIXELS:,} pixels") \
+            from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         # The reader wants to know what to do, not which decoder gave up; the log keeps the details.
         _LOG.info("refused an upload of %d bytes", len(data), exc_info=True)
@@ -213,12 +250,13 @@ def load_upload(data: bytes, size: int = 28, invert_if_light: bool = True) -> Te
     """Decode an uploaded image safely into a (1,1,size,size) greyscale tensor in [0,1].
 
     Hostile input is refused with an UploadError: too many bytes, too many pixels (a
-    decompression bomb), a format outside UPLOAD_FORMATS, or bytes that are not an image.
-    MNIST digits are light on dark, so a photo of ink on paper is inverted.
+    decompression bomb), a format outside DIGIT_UPLOAD_FORMATS, or bytes that are not an image.
+    EXIF orientation is applied (a phone photo of a digit stands upright). MNIST digits are light
+    on dark, so a photo of ink on paper is inverted.
     """
-    with opened_upload(data) as img:
+    with opened_upload(data, formats=DIGIT_UPLOAD_FORMATS) as img:
         img.draft("L", (size * 4, size * 4))  # cheap JPEG downscale before decoding fully
-        grey = img.convert("L").resize((size, size), Image.Resampling.LANCZOS)
+        grey = ImageOps.exif_transpose(img).convert("L").resize((size, size), Image.Resampling.LANCZOS)
     arr = np.asarray(grey, dtype=np.float32) / 255.0
     if invert_if_light and arr.mean() > 0.5:
         arr = 1.0 - arr
@@ -239,12 +277,12 @@ def load_photo_upload(data: bytes, max_pixels: int = MAX_PHOTO_PIXELS, max_bytes
                       ) -> UploadedPhoto:
     """Decode an uploaded photo safely, keeping its colour mode: grey stays (H,W,1), colour is (H,W,3).
 
-    The same limits as ``load_upload`` (bytes, pixels, formats, damaged files: UploadError in words).
-    EXIF orientation is applied, alpha is flattened onto white, 16-bit grey is read at full depth, and
-    a photo above ``max_pixels`` is downscaled (LANCZOS) to fit.
+    The same limits as ``load_upload`` (bytes, pixels, formats: PHOTO_UPLOAD_FORMATS, damaged files:
+    UploadError in words). EXIF orientation is applied, alpha is flattened onto white, 16-bit grey is
+    read at full depth, and a photo above ``max_pixels`` is downscaled (LANCZOS) to fit.
     """
     notes: list[str] = []
-    with opened_upload(data, max_bytes) as img:
+    with opened_upload(data, max_bytes, formats=PHOTO_UPLOAD_FORMATS) as img:
         oriented = ImageOps.exif_transpose(img)
         if oriented.size != img.size or img.getexif().get(0x0112, 1) != 1:
             notes.append("EXIF orientation applied")
@@ -295,7 +333,7 @@ def photo_png(image: np.ndarray) -> bytes:
 
 
 def read_photo_file(path: str) -> np.ndarray:
-    """A local photo file (any UPLOAD_FORMATS, up to MAX_UPLOAD_PIXELS and MAX_FILE_BYTES) as (H,W,C) in [0,1],
+    """A local photo file (any PHOTO_UPLOAD_FORMATS, up to MAX_UPLOAD_PIXELS and MAX_FILE_BYTES) as (H,W,C) in [0,1],
     never downscaled: the CLI's input, where a 12-megapixel JPEG is larger than a page upload may be."""
     try:
         with open(path, "rb") as f:

@@ -9,11 +9,13 @@ one step (well under a second here) and still saves the partial run.
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
+import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -27,17 +29,20 @@ from genlib.background import Control, Failed, Work
 from genlib.checkpoints import CheckpointError, runs_dir, save_folder
 from genlib.config import Config, TrainConfig
 from genlib.data import training_set
+from genlib.demo import limits
 from genlib.images import grid_png, to_grid
 from genlib.model import DIGITS, GenerativeModel
 from genlib.registry import get_family
 from genlib.training import (Callback, Progress, Trainer, TrainingCancelled, TrainingDiverged, TrainResult,
                              seed_everything)
+from genlib.workspace import Workspace
 
 PREVIEW_SEED = 1234
 MAX_RUNNING_JOBS = 2    # a 2-core machine gains nothing from more
 PREVIEW_COUNT = 16
 PREVIEW_NROW = 4        # a square 4x4 grid stays large enough to read in a narrow live panel
 HISTOGRAM_COUNT = 100   # fixed-noise samples the evaluator classifies at each snapshot
+SIDE_FILES_BYTES = 256 * 1024   # about what a run's samples.png, history.csv and card take
 MAX_SNAPSHOTS = 64      # older snapshots are thinned (every other one dropped) beyond this
 
 
@@ -118,7 +123,24 @@ def save_run(model: GenerativeModel, train: TrainConfig, result: TrainResult, ou
         "history.csv": history.getvalue(),
         "README.md": model_card(model.family, model, train, metrics, status),
     }
-    return save_folder(out, model.cpu(), meta, files)
+    try:
+        return save_folder(out, model.cpu(), meta, files)
+    except Exception as err:  # safetensors reports ENOSPC as "Error while serializing: ... (os error 28)"
+        if not _disk_full(err):
+            raise
+        raise CheckpointError(f"disk full: there is no space left on the device to save the run in {out}. Nothing "
+                              "was saved there (an earlier run of that name is untouched); free some space or "
+                              "save it somewhere else") from None
+
+
+def _disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (or the error behind it) is the file system saying it is full (ENOSPC)."""
+    for cause in (err, err.__cause__, err.__context__):
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            return True
+        if cause is not None and ("No space left on device" in str(cause) or "os error 28" in str(cause)):
+            return True
+    return False
 
 
 def train_run(family: str, model_config: dict[str, Any] | Config | None, train: TrainConfig, out: str | Path, *,
@@ -204,8 +226,12 @@ class TrainingJob(Work):
     busy_message = "{n} training jobs are already running; wait for one or cancel it"
 
     def __init__(self, model: GenerativeModel, train_config: TrainConfig, name: str | None = None,
-                 out_root: Path | None = None):
+                 out_root: Path | None = None, *, time_limit_s: float | None = None,
+                 workspace: Workspace | None = None):
         super().__init__()
+        # A hosted demo's caps: the run stops and is saved after time_limit_s, and a run that would
+        # take the visitor's folder past its quota is refused before and deleted after training.
+        self.time_limit_s, self.workspace = time_limit_s, workspace
         self.title = name or f"{model.family}-{time.strftime('%Y%m%d-%H%M%S')}-{self.id}"
         self.out = (out_root or runs_dir()) / self.title
         self.model: GenerativeModel | None = model   # dropped once trained: the saved run holds it
@@ -224,8 +250,17 @@ class TrainingJob(Work):
     def run(self, control: Control) -> Path:
         """Train and save; the saved run's folder is the result. A cancelled run is saved as well."""
         control.publish(0.0, "loading data and building the model")
+        stop = threading.Event()   # the user's Cancel, or the time limit
+        timed_out = False
 
         def on_step(progress: Progress, model: GenerativeModel) -> None:
+            nonlocal timed_out
+            if control.cancel_event.is_set():
+                stop.set()
+            elif self.time_limit_s is not None and progress.elapsed_s >= self.time_limit_s \
+                    and progress.step < progress.total_steps:
+                timed_out = True
+                stop.set()
             snapshot = None
             if progress.step == 1 or progress.step % self.train_config.preview_every == 0 \
                     or progress.step == progress.total_steps:
@@ -245,11 +280,19 @@ class TrainingJob(Work):
             # train_model's status, not the cancel flag: a cancel after the last step (while
             # evaluating) leaves a finished run, so the job is finished too.
             path, status = train_model(model, self.train_config, self.out, callbacks=[on_step],
-                                       cancel=control.cancel_event, log=lambda m: control.publish(message=m))
+                                       cancel=stop, log=lambda m: control.publish(message=m))
         except TrainingDiverged as err:
             raise Failed(f"training diverged: {err}. Nothing was saved.") from None
+        if self.workspace is not None and self.workspace.used_bytes() > self.workspace.quota_bytes:
+            shutil.rmtree(path, ignore_errors=True)
+            raise Failed(f"the run was deleted: it took your folder past the {self.workspace.quota_bytes // 2**20} MB "
+                         "each visitor may keep; delete a run and train again")
         with self.lock:
             self.result_path = path
+        if timed_out:
+            control.final_message = (f"stopped at the time limit of {self.time_limit_s / 60:g} min after "
+                                     f"{len(self.history)} steps; the partial run was saved as {path.name}")
+            return path
         if status == "cancelled":
             raise background.Cancelled(f"cancelled at step {len(self.history)}; the partial run was saved as "
                                        f"{path.name}")
@@ -287,11 +330,28 @@ def _preview(model: GenerativeModel, step: int, classifier=None) -> PreviewSnaps
 
 
 def start_training_job(family: str, model_config: dict[str, Any] | Config, train_config: TrainConfig,
-                       name: str | None = None, out_root: Path | None = None) -> TrainingJob:
+                       name: str | None = None, out_root: Path | None = None, *,
+                       workspace: Workspace | None = None, owner: str | None = None) -> TrainingJob:
     """Build the model here (a bad config fails in the caller's thread, with a clear message), then
-    train it on the background runner and return the job at once (RunnerBusy at the job limit)."""
+    train it on the background runner and return the job at once (RunnerBusy at the job limit).
+
+    The caps of ``genlib.demo.limits()`` apply: steps and wall time per job, jobs at once in all and
+    per ``owner``. With a ``workspace`` the run is saved in its runs folder, under its quota
+    (QuotaExceeded now when the weights alone would not fit).
+    """
+    caps = limits()
+    if caps.train_steps is not None:
+        train_config = replace(train_config, max_steps=min(train_config.max_steps or caps.train_steps,
+                                                           caps.train_steps))
     model = build_model(family, model_config, seed=train_config.seed)
     _dataset(model)  # a model with no offline training set is refused now, not in the worker
-    started = background.start(TrainingJob(model, train_config, name, out_root))
+    if workspace is not None:
+        workspace.check_room(4 * model.num_parameters() + SIDE_FILES_BYTES)   # float32 weights and side files
+        out_root = workspace.runs
+    job = TrainingJob(model, train_config, name, out_root, time_limit_s=caps.train_seconds, workspace=workspace)
+    job.owner, job.owner_limit = owner, caps.jobs_per_session
+    if caps.jobs_total is not None:
+        job.limit = caps.jobs_total
+    started = background.start(job)
     assert isinstance(started, TrainingJob)
     return started

@@ -15,12 +15,12 @@ import streamlit as st
 import genlib
 from genlib import background
 from genlib.background import RunnerBusy, Snapshot, Work
-from genlib.checkpoints import WEIGHTS_FILE
+from genlib.checkpoints import WEIGHTS_FILE, CheckpointError
 from genlib.images import grid_png, to_png
 from genlib.runs import JobView, preview_samples, start_training_job
 from genlib.scoring import METRIC_BY_KEY, metric_title
-from pages._ui import (GRID_SCALE, Picked, config_widgets, download_png, global_seed, keep_widget_state, loss_figure,
-                       make_config, progress_text, select_checkpoint, watch)
+from pages._ui import (GRID_SCALE, Picked, config_widgets, demo_caption, download_png, global_seed, keep_widget_state,
+                       loss_figure, make_config, progress_text, select_checkpoint, visitor, visitor_token, watch)
 
 
 def running_job(key_prefix: str) -> Work | None:
@@ -133,14 +133,17 @@ def train_panel(family_names: Sequence[str], key_prefix: str, train_fields: Sequ
                                       defaults=train_defaults)
         st.caption(f"The training seed is the global seed ({global_seed()}). Training runs in the background: "
                    "you can switch tabs or pages and come back.")
+        demo_caption("train_steps", "train_seconds", "jobs_total", "jobs_per_session", "session_quota_bytes",
+                     "session_ttl_s")
         if st.button("Start training", type="primary", key=f"{key_prefix}_start", disabled=running,
                      icon=":material/play_arrow:"):
             model_config = make_config(cls.Config, model_values)
             train_config = make_config(genlib.TrainConfig, {**train_values, "seed": global_seed()})
             if model_config is not None and train_config is not None:
                 try:
-                    job = start_training_job(family, model_config, train_config)
-                except (RunnerBusy, genlib.ConfigError) as err:
+                    job = start_training_job(family, model_config, train_config, workspace=visitor(),
+                                             owner=visitor_token())
+                except (RunnerBusy, genlib.ConfigError, CheckpointError) as err:
                     st.error(str(err))
                 else:
                     st.session_state[f"{key_prefix}_job_id"] = job.id

@@ -22,11 +22,14 @@ import torch
 import genlib
 from genlib import background
 from genlib.background import Snapshot, plain_error
-from genlib.checkpoints import CONFIG_FILE, REPO_ROOT, WEIGHTS_FILE, CheckpointError, CheckpointInfo, read_info, resolve
+from genlib.checkpoints import (CONFIG_FILE, REPO_ROOT, WEIGHTS_FILE, CheckpointError, CheckpointInfo, is_local_folder,
+                                read_info, resolve)
 from genlib.config import Config, ConfigError
+from genlib.demo import Limits, apply_thread_limit, demo_mode, limits
 from genlib.images import grid_png
 from genlib.model import GenerativeModel
 from genlib.training import pick_device
+from genlib.workspace import Workspace, new_token, sweep
 
 GRID_SCALE = 3  # on-screen enlargement of 28x28 digits (nearest neighbour, crisp)
 
@@ -54,6 +57,70 @@ def require_router() -> None:
     if getattr(PagesManager, "uses_pages_directory", False):
         PagesManager.uses_pages_directory = False
         st.rerun()
+
+
+# -- demo mode: caps and each visitor's own folder ---------------------------------------------------------
+VISITOR_KEY = "demo_visitor_token"   # plain session state: the browser session's random token
+
+
+def caps() -> Limits:
+    """The limits in force (genlib.demo): the hosted demo's in demo mode, else the lab's own."""
+    return limits()
+
+
+@st.cache_resource
+def _process_setup() -> bool:
+    """Once per server process: cap torch's CPU threads."""
+    apply_thread_limit()
+    return True
+
+
+def start_session() -> None:
+    """Call once per script run (the router does): the thread cap, and in demo mode the visitor's
+    folder with expired ones swept away when the visitor is new."""
+    _process_setup()
+    if demo_mode() and VISITOR_KEY not in st.session_state:
+        sweep(caps().session_ttl_s)
+        st.session_state[VISITOR_KEY] = new_token()
+    if demo_mode():
+        visitor().touch()
+
+
+def visitor() -> Workspace | None:
+    """This browser session's private workspace in demo mode; None outside it (runs go to runs/)."""
+    if not demo_mode():
+        return None
+    token = st.session_state.setdefault(VISITOR_KEY, new_token())
+    ws = st.session_state.get("demo_workspace")
+    if ws is None or ws.root.name != token:
+        ws = st.session_state["demo_workspace"] = Workspace.for_token(token, caps().session_quota_bytes)
+    return ws
+
+
+def visitor_token() -> str | None:
+    """Who owns this session's background jobs in demo mode (None outside it: one shared lab)."""
+    return st.session_state.get(VISITOR_KEY) if demo_mode() else None
+
+
+def visible_checkpoints(**kwargs: Any) -> list[CheckpointInfo]:
+    """The checkpoints this visitor may see: shipped ones, then their own runs (everyone's runs/ outside
+    demo mode)."""
+    ws = visitor()
+    return genlib.list_checkpoints(runs=ws.runs if ws is not None else None, **kwargs)
+
+
+def check_source(source: str) -> None:
+    """CheckpointError when this visitor may not load a typed source (demo mode only: shipped models,
+    their own runs, and hub ids when the hub is on)."""
+    ws = visitor()
+    if ws is not None:
+        ws.allows(source, hub=caps().hub)
+
+
+def demo_caption(*names: str) -> None:
+    """State the named caps (genlib.demo.Limits fields) where they apply; nothing outside demo mode."""
+    if demo_mode() and (text := caps().summary(*names)):
+        st.caption(f":material/public: Hosted demo limits: {text}.")
 
 
 # -- device, seed, families ---------------------------------------------------------------------------
@@ -161,10 +228,11 @@ def select_checkpoint(key: str, path: str | Path) -> None:
 def _load_source(source: str, family_names: Sequence[str], key: str) -> Picked | None:
     """Load a typed folder / hub id; show any problem with st.error and return None."""
     failed = st.session_state.get(f"{key}_failed")
-    if failed and failed[0] == source and not Path(source).expanduser().is_dir():
+    if failed and failed[0] == source and not is_local_folder(source):
         st.error(failed[1])  # do not retry a hub download on every rerun
         return None
     try:
+        check_source(source)
         folder, origin = resolve(source)
         info = read_info(folder, origin)
         if info.family not in family_names:
@@ -173,8 +241,9 @@ def _load_source(source: str, family_names: Sequence[str], key: str) -> Picked |
         mtime = checkpoint_mtime(folder)
         model, _ = load_cached(str(folder), mtime)
     except (CheckpointError, OSError, ValueError) as err:
-        st.session_state[f"{key}_failed"] = (source, str(err))
-        st.error(str(err))
+        message = plain_error(err) if isinstance(err, OSError) else str(err)  # "permission denied: ...", no errno
+        st.session_state[f"{key}_failed"] = (source, message)
+        st.error(message)
         return None
     st.session_state.pop(f"{key}_failed", None)
     return Picked(model, info, mtime)
@@ -200,7 +269,7 @@ def checkpoint_picker(family_names: Sequence[str], key: str, default_family: str
     Returns the loaded model (cached, shared: do not modify) or None when nothing usable is
     chosen; every CheckpointError is shown with st.error and the page keeps running.
     """
-    infos = [i for i in genlib.list_checkpoints() if i.family in family_names]
+    infos = [i for i in visible_checkpoints() if i.family in family_names]
     by_path = {str(i.path): i for i in infos}
     left, right = st.columns([3, 2])
     with right:

@@ -13,10 +13,12 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import genlib
-from genlib.data import UploadError, lfw_faces, load_upload, mnist, uniform_noise
+from genlib.data import (DIGIT_UPLOAD_FORMATS, UploadError, format_names, lfw_faces, load_upload, mnist,
+                         uniform_noise, upload_types)
 from genlib.families.autoencoders import analysis
 from pages._panels import metrics_panel, train_panel
 from pages._ui import (Picked, checkpoint_picker, download_png, global_seed, model_tabs, page_families, require_router,
+                       visible_checkpoints,
                        select_checkpoint, show_grid)
 
 require_router()
@@ -40,7 +42,7 @@ def cached_anomalies(path: str, mtime: float, _model) -> pd.DataFrame:
 
 def two_d_checkpoint() -> genlib.CheckpointInfo | None:
     """A checkpoint of this page with a 2-D latent space (shipped ones first), or None."""
-    found = [i for i in genlib.list_checkpoints() if i.family in FAMILIES and i.model_config.get("latent_dim") == 2]
+    found = [i for i in visible_checkpoints() if i.family in FAMILIES and i.model_config.get("latent_dim") == 2]
     found.sort(key=lambda i: i.origin != "shipped")  # stable: within each origin, the listing's order
     return found[0] if found else None
 
@@ -84,8 +86,9 @@ def reconstructions_tab(p: Picked) -> None:
     st.caption(f"Mean squared error of the outputs against the clean inputs: {r['mse'].mean():.4f}")
 
     st.subheader("Your own digit")
-    upload = st.file_uploader("Upload a digit image (PNG or JPG). Dark ink on light paper is inverted to "
-                              "match MNIST.", type=["png", "jpg", "jpeg"], key="ae_upload")
+    upload = st.file_uploader(f"Upload a digit image ({format_names(DIGIT_UPLOAD_FORMATS)}). Dark ink on light "
+                              "paper is inverted to match MNIST.", type=upload_types(DIGIT_UPLOAD_FORMATS),
+                              key="ae_upload")
     st.page_link("pages/restore.py", label="This takes one handwritten digit (shrunk to 28x28). To denoise or "
                  "upscale a photo, use the Restore photos page →", icon=":material/auto_fix_high:")
     if upload is None:

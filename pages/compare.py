@@ -13,9 +13,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-import genlib
 from genlib import background
 from genlib.background import Snapshot
+from genlib.checkpoints import CheckpointError
 from genlib.comparison import (Comparison, Evaluator, ScoringFailure, cached_references, cached_scorecard,
                                default_selection, scored_families, start_references, start_scoring)
 from genlib.data import mnist
@@ -23,7 +23,8 @@ from genlib.images import from_uint8, to_grid, to_png
 from genlib.metrics import nearest_neighbours
 from genlib.report import FIGURES, na_reasons, report_zip, safe_name, scoreboard_frame, scoreboard_html, scorecard_png
 from genlib.scoring import METRIC_BY_KEY, METRICS, NUM_EVAL_SAMPLES, Scorecard
-from pages._ui import GRID_SCALE, global_seed, require_router, watch
+from pages._ui import (GRID_SCALE, check_source, global_seed, require_router, visible_checkpoints, visitor,
+                       watch)
 
 require_router()
 
@@ -57,7 +58,9 @@ def seed_from_url() -> int | None:
 
 
 scored = scored_families()  # one scoreboard per data kind; today the evaluator scores digits
-available = {info.name: info for info in genlib.list_checkpoints() if info.family in scored}
+# A hosted demo keys a visitor's runs by their folder (names would resolve in the shared runs/ folder).
+available = {info.name if info.origin == "shipped" or visitor() is None else str(info.path): info
+             for info in visible_checkpoints() if info.family in scored}
 if "cmp_models" not in st.session_state:  # a new session: the link decides, else one model per family
     st.session_state["cmp_models"] = list(dict.fromkeys(st.query_params.get_all("cmp_models"))) or \
         default_selection(list(available.values()))
@@ -74,7 +77,8 @@ left, right = st.columns([4, 1])
 with left:
     chosen: list[str] = st.multiselect(
         "Models", options, key="cmp_models", accept_new_options=True, persist_state="session",
-        format_func=lambda n: f"{n} · {available[n].family} · {available[n].origin}" if n in available else n,
+        format_func=lambda n: f"{available[n].name} · {available[n].family} · {available[n].origin}"
+        if n in available else n,
         placeholder="Choose models, or type a local folder / hub id and press Enter",
         help="Shipped checkpoints, runs trained in this app, or any genlib / diffusers Hugging Face folder "
              "(a local path, or owner/name when this machine is online). The dropdown can select them all.")
@@ -92,6 +96,12 @@ ready: dict[str, Scorecard] = {}
 pending: dict[str, Snapshot] = {}
 errors: dict[str, str] = {}
 for source in chosen:
+    if source not in available:  # typed, or from a link: in the hosted demo only the visitor's own or shipped
+        try:
+            check_source(source)
+        except CheckpointError as err:
+            errors[source] = str(err)
+            continue
     card = cached_scorecard(source, evaluator(), seed=seed)
     if card is not None:
         ready[source] = card

@@ -7,7 +7,8 @@ import streamlit as st
 import genlib
 from genlib.comparison import Evaluator, cached_references
 from genlib.scoring import metric_title
-from pages._ui import device_label, require_router
+from genlib.demo import demo_mode
+from pages._ui import demo_caption, device_label, require_router, visible_checkpoints
 
 require_router()
 
@@ -44,8 +45,13 @@ st.markdown(
     "with the same Fréchet distance, measured in the features of the lab's own digit classifier."
 )
 st.caption(f"Running on **{device_label()}**. Pick a page in the sidebar.")
+if demo_mode():
+    st.info("This is the hosted demo: your uploads stay in your browser session, and the runs you train are "
+            "yours alone, in a private folder that no other visitor can list or open.", icon=":material/public:")
+    demo_caption("train_steps", "train_seconds", "jobs_total", "jobs_per_session", "upload_bytes", "upload_pixels",
+                 "samples", "tokens", "torch_threads", "hub", "session_quota_bytes", "session_ttl_s")
 
-checkpoints = genlib.list_checkpoints(include_evaluators=True)
+checkpoints = visible_checkpoints(include_evaluators=True)
 shipped = [c for c in checkpoints if c.origin == "shipped" and c.kind != "evaluator"]
 evaluators = [c for c in checkpoints if c.kind == "evaluator"]
 

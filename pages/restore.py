@@ -19,11 +19,13 @@ import streamlit as st
 
 import genlib
 from genlib import background
-from genlib.data import (HELD_OUT_PHOTOS, MAX_PHOTO_PIXELS, UploadError, bundled_photo, load_photo_upload, mnist,
-                         photo_names, photo_png)
+from genlib.data import (HELD_OUT_PHOTOS, PHOTO_UPLOAD_FORMATS, UploadError, bundled_photo, format_names,
+                         load_photo_upload, mnist, photo_names, photo_png, upload_types)
 from genlib.families.restoration import classical, restore
+from genlib.model import PHOTOS
 from pages._panels import train_panel
-from pages._ui import global_seed, model_tabs, page_families, require_router, watch
+from pages._ui import (caps, demo_caption, global_seed, model_tabs, page_families, require_router, visible_checkpoints,
+                       watch)
 from pages.restore.views import before_after, difference, metrics_figure, zoom_row
 
 require_router()
@@ -31,7 +33,6 @@ require_router()
 FAMILIES = page_families(__file__)
 TRAIN_FIELDS = ("epochs", "batch_size", "lr", "max_steps", "preview_every")
 TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 32, "lr": 1e-3, "max_steps": 300, "preview_every": 50}
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp"]
 
 
 # -- the photo ---------------------------------------------------------------------------------------------
@@ -46,8 +47,8 @@ class Photo:
 
 
 @st.cache_data(show_spinner="Reading the photo…", max_entries=8)
-def _decoded(data: bytes):
-    return load_photo_upload(data), hashlib.sha256(data).hexdigest()[:16]
+def _decoded(data: bytes, max_pixels: int, max_bytes: int):
+    return load_photo_upload(data, max_pixels=max_pixels, max_bytes=max_bytes), hashlib.sha256(data).hexdigest()[:16]
 
 
 def photo_input() -> Photo | None:
@@ -65,14 +66,15 @@ def photo_input() -> Photo | None:
             st.caption("For digits the lab's own models join in: the denoising autoencoder and the diffusion "
                        "model run from the matching noise level.")
             return Photo(mnist().test_images[index, 0].numpy()[..., None].copy(), f"digit{index}", f"digit-{index}")
-        upload = st.file_uploader("PNG, JPEG, WebP, TIFF or BMP; colour or grey, 8 or 16 bit", type=UPLOAD_TYPES,
-                                  key="rst_upload")
+        upload = st.file_uploader(f"{format_names(PHOTO_UPLOAD_FORMATS)}; colour or grey, 8 or 16 bit",
+                                  type=upload_types(PHOTO_UPLOAD_FORMATS), key="rst_upload")
         if upload is None:
-            st.info(f"Upload a photo. Above {MAX_PHOTO_PIXELS / 1e6:.0f} megapixels it is downscaled for this page "
+            st.info(f"Upload a photo. Above {caps().upload_pixels / 1e6:g} megapixels it is downscaled for this page "
                     "(the command line restores any size, in tiles).")
+            demo_caption("upload_bytes", "upload_pixels")
             return None
         try:
-            loaded, digest = _decoded(upload.getvalue())
+            loaded, digest = _decoded(upload.getvalue(), caps().upload_pixels, caps().upload_bytes)
         except UploadError as err:
             st.error(f"That file cannot be used: {err}.")
             return None
@@ -80,7 +82,7 @@ def photo_input() -> Photo | None:
         said = [*loaded.notes]
         if loaded.downscaled:
             said.append(f"downscaled from {loaded.original_size[0]}x{loaded.original_size[1]} to {w}x{h} "
-                        f"(this page works on at most {MAX_PHOTO_PIXELS / 1e6:.0f} megapixels)")
+                        f"(this page works on at most {caps().upload_pixels / 1e6:g} megapixels)")
         st.caption(f"{w}x{h}, {'grey' if loaded.image.shape[2] == 1 else 'colour'}" +
                    ("; " + "; ".join(said) if said else ""))
         return Photo(loaded.image, upload.name.rsplit(".", 1)[0], f"upload-{digest}")
@@ -105,8 +107,9 @@ def _shrunk(_image: np.ndarray, key: str, scale: int) -> np.ndarray:
 # -- running methods in the background ---------------------------------------------------------------------
 def _learned(ability: str, scale: int | None = None) -> list[str]:
     """Checkpoint names of learned restorers with ``ability`` (shipped first, then the user's runs)."""
-    family = "dncnn" if ability == "denoise" else "espcn"
-    infos = [i for i in genlib.list_checkpoints() if i.family == family
+    families = {name for name, cls in genlib.all_families().items()
+                if cls.data_kind == PHOTOS and ability in cls.abilities}
+    infos = [i for i in visible_checkpoints() if i.family in families
              and (scale is None or i.model_config.get("scale", 2) == scale)]
     return [str(i.path) if i.origin == "run" else i.name for i in sorted(infos, key=lambda i: i.origin != "shipped")]
 
@@ -233,7 +236,7 @@ def denoise_tab(photo: Photo) -> None:
         options = [*classical.DENOISERS, *_learned("denoise")]
         digit = image.shape == (28, 28, 1)
         if digit:  # a digit: the lab's digit models can denoise it too
-            options += [n for n in restore.DIGIT_DENOISERS if n in {i.name for i in genlib.list_checkpoints()}]
+            options += [n for n in restore.DIGIT_DENOISERS if n in {i.name for i in visible_checkpoints()}]
         wanted = ("nl-means", *restore.DIGIT_DENOISERS) if digit else ("wavelet", "nl-means", restore.SHIPPED_DENOISER)
         default = [m for m in wanted if m in options]
         methods = st.multiselect("Methods", options, default=default,
@@ -280,9 +283,9 @@ def upscale_tab(photo: Photo) -> None:
 
 
 def train_tab() -> None:
-    st.caption("Train a denoiser (dncnn) or an upscaler (espcn) on 48x48 crops of the bundled training photos, "
-               "never the held-out ones. The preview restores crops of the held-out photos; the curves show PSNR. "
-               "A finished run appears in the Methods lists.")
+    st.caption("Train a denoiser (resunet or dncnn) or an upscaler (espcn) on 48x48 crops of the bundled training "
+               "photos, never the held-out ones. The preview restores crops of the held-out photos; the curves show "
+               "PSNR. A finished run appears in the Methods lists.")
     train_panel(FAMILIES, "rst", TRAIN_FIELDS, train_defaults=TRAIN_DEFAULTS)
 
 

@@ -20,7 +20,7 @@ from genlib.comparison import folder_fingerprint
 from genlib.families.diffusion import (CURVE_SAMPLERS, DEFAULT_CURVE_STEPS, MASK_KINDS, MIN_CURVE_SAMPLES, SAMPLERS,
                                        STEPS_GRID, load_steps_quality, make_mask, save_steps_quality, steps_quality)
 from genlib.images import grid_png
-from pages._ui import Picked, device_label, download_png, global_seed, watch
+from pages._ui import Picked, caps, demo_caption, device_label, download_png, global_seed, watch
 from pages.diffusion.views import (attention_click_figure, attention_row_figure, digits_fit, guidance_input,
                                    quality_figure, recall, remember, step_progress, test_digit_input, uploaded_digit)
 
@@ -70,11 +70,13 @@ def steps_quality_tab(p: Picked) -> None:
                                    key="dif_sq_samplers")
     grid = cols[1].multiselect("Steps", options, default=[s for s in DEFAULT_CURVE_STEPS if s in options],
                                key="dif_sq_grid")
-    num_samples = int(cols[2].number_input("Samples per point", MIN_CURVE_SAMPLES, 5000, SHIPPED_CURVE["num_samples"],
-                                           step=50, key="dif_sq_samples",
+    most = caps().samples or 5000
+    num_samples = int(cols[2].number_input("Samples per point", MIN_CURVE_SAMPLES, most,
+                                           min(SHIPPED_CURVE["num_samples"], most), step=50, key="dif_sq_samples",
                                            help="More samples: a steadier Fréchet distance, a longer wait. "
                                                 "Shipped checkpoints carry curves of 250 samples from seed 0."))
     seed = int(cols[3].number_input("Seed", 0, 2**31 - 1, SHIPPED_CURVE["seed"], key="dif_sq_seed"))
+    demo_caption("samples")
     if 1000 in grid and device_label() == "CPU":
         st.warning("1000 steps is slow on the CPU: every sample runs the UNet 1000 times (minutes for 250 samples).")
     if not samplers or not grid:

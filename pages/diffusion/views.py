@@ -15,7 +15,7 @@ import streamlit as st
 import torch
 from plotly.subplots import make_subplots
 
-from genlib.data import UploadError, load_upload, mnist
+from genlib.data import DIGIT_UPLOAD_FORMATS, UploadError, format_names, load_upload, mnist, upload_types
 from genlib.families.diffusion import StepsQuality, all_schedule_curves
 from genlib.model import SamplingStep
 
@@ -45,11 +45,12 @@ def test_digit_input(key: str, label: str = "Test digit (index into the 1,000 te
 def uploaded_digit(key: str) -> tuple[torch.Tensor | None, str]:
     """An uploader for one digit image: (image (1,1,28,28) in [0,1] or None, its digest for cache keys).
 
-    The bytes go through genlib.data.load_upload (size, pixel count and format limits); anything it
-    refuses is shown with st.error and None is returned.
+    The uploader takes the files of DIGIT_UPLOAD_FORMATS (genlib.data.upload_types) and the bytes go
+    through genlib.data.load_upload (size, pixel count and format limits, read off the content); anything
+    it refuses is shown with st.error and None is returned.
     """
-    upload = st.file_uploader("Upload a digit (PNG or JPG; dark ink on light paper is inverted to match MNIST)",
-                              type=["png", "jpg", "jpeg"], key=key)
+    upload = st.file_uploader(f"Upload a digit ({format_names(DIGIT_UPLOAD_FORMATS)}; dark ink on light paper is "
+                              "inverted to match MNIST)", type=upload_types(DIGIT_UPLOAD_FORMATS), key=key)
     st.page_link("pages/restore.py", label="This takes one handwritten digit (shrunk to 28x28). To denoise or "
                  "upscale a photo, use the Restore photos page →", icon=":material/auto_fix_high:")
     if upload is None:

@@ -1,17 +1,20 @@
 """Diffusers pipeline folders and noise schedules, apart from the diffusion model itself.
 
-Writing and reading a pipeline folder (model_index.json naming one UNet2DModel and one scheduler;
-weights as safetensors only), deriving genlib's config from a UNet's and a scheduler's configs, and
-the schedule curves the page plots.
+Writing and reading a pipeline folder (model_index.json naming one UNet2DModel and one scheduler, diffusers'
+own classes only, matched by name and never imported; weights as safetensors only, and a UNet's size checked
+on the meta device before any weight is allocated), deriving genlib's config from a UNet's and a scheduler's
+configs, and the schedule curves the page plots.
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import diffusers
 import numpy as np
+import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from torch import Tensor
 
@@ -21,6 +24,18 @@ from genlib.checkpoints import CheckpointError
 SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2", "sigmoid": "sigmoid", "scaled_linear": "scaled_linear"}
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
 PIPELINE_INDEX = "model_index.json"
+# What a pipeline folder may name: diffusers' own classes only, matched by name and never imported from it.
+PIPELINE_CLASSES = ("DDPMPipeline", "DDIMPipeline", "PNDMPipeline")   # one UNet2DModel and one scheduler
+UNET_CLASS = "UNet2DModel"
+# Schedulers of a discrete beta schedule: their config sets up the DDPMScheduler genlib samples with.
+SCHEDULER_CLASSES = ("DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "DPMSolverMultistepScheduler",
+                     "DPMSolverSinglestepScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+                     "HeunDiscreteScheduler", "LMSDiscreteScheduler", "UniPCMultistepScheduler",
+                     "DEISMultistepScheduler")
+MAX_UNET_PARAMETERS = 1_000_000_000   # 4 GB of float32 weights; google/ddpm-celebahq-256 has 114M
+MAX_UNET_LEVELS = 8                   # len(block_out_channels): each level halves the image
+MAX_UNET_LAYERS = 8                   # layers_per_block (diffusers' pipelines use 1 or 2)
+_PART_NAME = re.compile(r"^[A-Za-z0-9_][\w-]*$")   # a sub-folder's name: never "..", never a path
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -35,18 +50,69 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _named(value: Any) -> str:
+    """A class or library name from a folder's JSON, quoted and cut short for a message."""
+    text = str(value)
+    return repr(text) if len(text) <= 60 else f"{text[:60]!r}…"
+
+
 def _pipeline_parts(folder: Path) -> tuple[Path, Path]:
-    """(unet folder, scheduler folder) named by model_index.json; CheckpointError for other pipelines."""
+    """(unet folder, scheduler folder) named by model_index.json; CheckpointError for other pipelines.
+
+    Only diffusers' own classes are accepted, by name (PIPELINE_CLASSES, one UNET_CLASS, one of
+    SCHEDULER_CLASSES); nothing the folder names is ever imported.
+    """
     index = _read_json(folder / PIPELINE_INDEX)
-    parts = {k: v for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[-1]}
-    unets = [k for k, v in parts.items() if v[-1] == "UNet2DModel"]
-    schedulers = [k for k, v in parts.items() if str(v[-1]).endswith("Scheduler")]
+    accepted = (f"genlib loads diffusers' {', '.join(PIPELINE_CLASSES)} folders of one {UNET_CLASS} and one "
+                f"scheduler ({', '.join(SCHEDULER_CLASSES)}), and never imports a class a folder names")
+    pipeline = index.get("_class_name")
+    if pipeline not in PIPELINE_CLASSES:
+        raise CheckpointError(f"{folder}: {PIPELINE_INDEX} names the pipeline class {_named(pipeline)}; {accepted}")
+    parts: dict[str, tuple[str, str]] = {}
+    for name, value in index.items():
+        if name.startswith("_") or not isinstance(value, list) or not any(value):
+            continue  # a setting, or an optional part left out ([null, null])
+        if len(value) != 2 or not all(isinstance(v, str) for v in value) or not _PART_NAME.match(name):
+            raise CheckpointError(f"{folder}: {PIPELINE_INDEX} has an entry {_named(name)} that is not a part name "
+                                  f"with [library, class]; {accepted}")
+        parts[name] = (value[0], value[1])
+    foreign = [f"{name} ({_named(lib)}, {_named(cls)})" for name, (lib, cls) in parts.items() if lib != "diffusers"]
+    if foreign:
+        raise CheckpointError(f"{folder}: {PIPELINE_INDEX} names classes from outside diffusers: "
+                              f"{', '.join(foreign)}; {accepted}")
+    unets = [k for k, (_, cls) in parts.items() if cls == UNET_CLASS]
+    schedulers = [k for k, (_, cls) in parts.items() if cls in SCHEDULER_CLASSES]
     others = sorted(set(parts) - set(unets) - set(schedulers))
     if len(unets) != 1 or len(schedulers) != 1 or others:
-        raise CheckpointError(f"{folder} is a {index.get('_class_name', 'diffusers')} pipeline of "
-                              f"{', '.join(f'{k} ({v[-1]})' for k, v in parts.items()) or 'nothing'}; genlib loads "
-                              "pipelines of one UNet2DModel and one scheduler")
+        raise CheckpointError(f"{folder} is a {pipeline} pipeline of "
+                              f"{', '.join(f'{k} ({_named(cls)})' for k, (_, cls) in parts.items()) or 'nothing'}; "
+                              f"{accepted}")
     return folder / unets[0], folder / schedulers[0]
+
+
+def unet_on_meta(unet_dir: Path) -> UNet2DModel:
+    """The UNet that ``unet_dir/config.json`` describes, built on torch's meta device (shapes only, no
+    memory), to check it before any weight is allocated: CheckpointError for a config that names another
+    class, cannot be built, or asks for more than MAX_UNET_PARAMETERS parameters."""
+    config = _read_json(unet_dir / "config.json")
+    if config.get("_class_name", UNET_CLASS) != UNET_CLASS:
+        raise CheckpointError(f"{unet_dir / 'config.json'} is a {_named(config['_class_name'])}, not a {UNET_CLASS}")
+    levels, layers = config.get("block_out_channels", (224, 448, 672, 896)), config.get("layers_per_block", 2)
+    if not isinstance(levels, (list, tuple)) or not 1 <= len(levels) <= MAX_UNET_LEVELS \
+            or not isinstance(layers, int) or not 1 <= layers <= MAX_UNET_LAYERS:
+        raise CheckpointError(f"the UNet in {unet_dir} is not one genlib builds: it needs 1 to {MAX_UNET_LEVELS} "
+                              f"levels (block_out_channels) and 1 to {MAX_UNET_LAYERS} layers_per_block")
+    try:
+        with torch.device("meta"):
+            unet = UNet2DModel.from_config(config)
+    except (TypeError, ValueError, RuntimeError, KeyError, AttributeError) as err:
+        reason = (str(err).strip().splitlines() or ["its settings do not fit together"])[0][:200]
+        raise CheckpointError(f"the UNet config in {unet_dir} cannot be built ({reason})") from None
+    count = sum(p.numel() for p in unet.parameters())
+    if count > MAX_UNET_PARAMETERS:
+        raise CheckpointError(f"the UNet in {unet_dir} would have {count:,} parameters ({count * 4 / 1e9:,.0f} GB "
+                              f"as float32); genlib loads UNets of at most {MAX_UNET_PARAMETERS:,} parameters")
+    return unet
 
 
 def derive_config(unet: dict[str, Any], scheduler: dict[str, Any], conditional: bool) -> dict[str, Any]:
@@ -120,6 +186,13 @@ def read_pipeline(folder: Path, config: Any, conditional: bool) -> tuple[UNet2DM
     what the UNet and scheduler configs say.
     """
     unet_dir, scheduler_dir = _pipeline_parts(folder)
+    shape = unet_on_meta(unet_dir)  # its size and its fit are checked before a single weight is allocated
+    scheduler_config = _read_json(scheduler_dir / "scheduler_config.json")
+    derived = derive_config(dict(shape.config), scheduler_config, conditional)
+    wrong = sorted(k for k, v in derived.items() if getattr(config, k) != v)
+    if wrong:
+        raise CheckpointError(f"config.json of {folder} does not fit its unet/ and scheduler/ configs "
+                              f"({', '.join(f'{k}: {getattr(config, k)!r} vs {derived[k]!r}' for k in wrong)})")
     try:
         unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, local_files_only=True,
                                            low_cpu_mem_usage=False)
@@ -127,12 +200,6 @@ def read_pipeline(folder: Path, config: Any, conditional: bool) -> tuple[UNet2DM
         pickles = [p.name for p in unet_dir.glob("*.bin")]
         hint = f"; it holds {', '.join(pickles)}: pickled weights are refused" if pickles else ""
         raise CheckpointError(f"cannot load the UNet in {unet_dir}: {str(err).splitlines()[0]}{hint}") from None
-    scheduler_config = _read_json(scheduler_dir / "scheduler_config.json")
-    derived = derive_config(dict(unet.config), scheduler_config, conditional)
-    wrong = sorted(k for k, v in derived.items() if getattr(config, k) != v)
-    if wrong:
-        raise CheckpointError(f"config.json of {folder} does not fit its unet/ and scheduler/ configs "
-                              f"({', '.join(f'{k}: {getattr(config, k)!r} vs {derived[k]!r}' for k in wrong)})")
     return unet, scheduler_config
 
 

@@ -44,6 +44,7 @@ class ResBlock(nn.Module):
                                   nn.Conv2d(channels, channels, 3, padding=1, bias=False))
 
     def forward(self, x: Tensor) -> Tensor:
+        """(N,C,H,W) -> (N,C,H,W)."""
         return x + self.body(x)
 
 
@@ -66,6 +67,7 @@ class NoiseUNet(nn.Module):
         self.tail = nn.Conv2d(w[0], 3, 3, padding=1, bias=False)
 
     def forward(self, noisy: Tensor) -> Tensor:
+        """The noise estimate (N,3,H,W) of noisy photos (N,3,H,W)."""
         h, w = noisy.shape[-2:]
         m = 2 ** (LEVELS - 1)
         pad_h, pad_w = -h % m, -w % m
