@@ -16,7 +16,7 @@ from genlib.families.restoration.classical import DENOISERS, UPSCALERS, denoise_
 from genlib.families.restoration.tiles import restore_tiled
 from genlib.model import DIGITS
 
-SHIPPED_DENOISER = "dncnn-photos"
+SHIPPED_DENOISER = "resunet-photos"
 SHIPPED_UPSCALERS = {2: "espcn-x2-photos", 4: "espcn-x4-photos"}
 DIGIT_DENOISERS = ("dae-mnist", "diffusion-mnist")   # the lab's own digit models, for 28x28 digit images
 ProgressFn = Callable[[float, str], None]
