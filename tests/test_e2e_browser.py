@@ -99,9 +99,12 @@ def page(browser):
 
 def wait_idle(page, timeout_ms: int = LOAD_MS) -> None:
     """Wait until the script run triggered by the last interaction has finished."""
+    # The app element's script state, not the status widget: with toolbarMode "minimal"
+    # (.streamlit/config.toml) Streamlit never draws the status widget, so waiting for it to go
+    # away returned at once.
     page.wait_for_timeout(500)
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
-                           timeout=timeout_ms)
+    page.wait_for_function("() => document.querySelector('[data-testid=\"stApp\"]')"
+                           "?.getAttribute('data-test-script-state') === 'notRunning'", timeout=timeout_ms)
 
 
 def open_autoencoders(page, url: str) -> None:
