@@ -42,7 +42,8 @@ def require_router() -> None:
     app until some script run in the process has called ``st.navigation``. On a freshly started
     server, a first request for a page URL (say /autoencoders), and every AppTest run after the
     first, would run the page on its own: no page config, no shared sidebar, and ``_ui`` listed
-    as a page. This switches that mode off and reruns, so the router runs. A no-op otherwise
+    as a page. This switches that mode off and reruns, so the router runs; so does a run that began in
+    that mode while another first visitor's run switched it off (``_run_outside_the_router``). A no-op otherwise
     (and if a future Streamlit drops the flag). Not under AppTest: it resets the flag before
     every run, and a rerun there would drop the button click being tested.
     """
@@ -54,9 +55,25 @@ def require_router() -> None:
         return
     if config.get_option("global.appTest"):
         return
-    if getattr(PagesManager, "uses_pages_directory", False):
+    if getattr(PagesManager, "uses_pages_directory", False) or _run_outside_the_router():
         PagesManager.uses_pages_directory = False
         st.rerun()
+
+
+def _run_outside_the_router() -> bool:
+    """Whether this script run began in the old pages-folder mode although the flag is off now: two
+    first visitors at once on a fresh server, where the other's run switched it off after this one had
+    started (this one would draw without the sidebar until its next rerun). That mode lists the entry
+    script itself as a page; the router's st.navigation never does."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    try:
+        manager = ctx.pages_manager
+        main = Path(manager.main_script_path).resolve()
+        return any(Path(page["script_path"]).resolve() == main for page in manager.get_pages().values())
+    except (AttributeError, KeyError, TypeError):  # no script run, or a future Streamlit's layout
+        return False
 
 
 # -- demo mode: caps and each visitor's own folder ---------------------------------------------------------
