@@ -360,7 +360,7 @@ def read_info(folder: str | Path, origin: str = "local") -> CheckpointInfo:
     meta = None
     if cfg_path.exists():
         try:
-            meta = json.loads(cfg_path.read_text())
+            meta = json.loads(_small_text(cfg_path))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise CheckpointError(f"{cfg_path} is corrupt (not valid JSON: {err})") from None
     if not isinstance(meta, dict) or "family" not in meta or "model" not in meta:
@@ -375,13 +375,28 @@ def read_info(folder: str | Path, origin: str = "local") -> CheckpointInfo:
     metrics = {}
     if (folder / "metrics.json").exists():
         try:
-            metrics = json.loads((folder / "metrics.json").read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            metrics = json.loads(_small_text(folder / "metrics.json"))
+        except (json.JSONDecodeError, UnicodeDecodeError, CheckpointError):
             metrics = {}
         if not isinstance(metrics, dict):  # side files are informative: a broken one never hides a run
             metrics = {}
     return CheckpointInfo(folder, str(meta["family"]), meta["model"], meta.get("train", {}), metrics, origin,
                           str(meta.get("kind", "generative")))
+
+
+MAX_JSON_BYTES = 16 * 1024 * 1024   # far above any config.json or metrics.json genlib writes
+
+
+def _small_text(path: Path) -> str:
+    """A side file's text; CheckpointError when it is not a regular file (a link to /dev/zero, a fifo) or is
+    larger than MAX_JSON_BYTES, so reading it can never hang or fill memory."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a regular file")
+    with path.open("rb") as fh:
+        data = fh.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        raise CheckpointError(f"{path} is larger than {MAX_JSON_BYTES // 2**20} MB; no genlib side file is")
+    return data.decode("utf-8")
 
 
 def list_checkpoints(family: str | None = None, include_evaluators: bool = False,

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from genlib.checkpoints import CheckpointError, list_checkpoints, load_model
+from genlib.checkpoints import CheckpointError, list_checkpoints, load_model, shown
 from genlib.config import Config, ConfigError, TrainConfig
 from genlib.registry import UnknownFamilyError, all_families, get_family
 from genlib.training import TrainingDiverged, pick_device
@@ -300,6 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands[args.command](args)
     except (CheckpointError, ConfigError, UnknownFamilyError, ValueError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # an output that cannot be written (/proc, a read-only or full disk, no such folder)
+        where = f" ({shown(str(err.filename))})" if err.filename else ""
+        print(f"error: {(err.strerror or 'input or output failed').lower()}{where}", file=sys.stderr)
         return 2
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+from pathlib import Path
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -336,8 +337,10 @@ def read_photo_file(path: str) -> np.ndarray:
     """A local photo file (any PHOTO_UPLOAD_FORMATS, up to MAX_UPLOAD_PIXELS and MAX_FILE_BYTES) as (H,W,C) in [0,1],
     never downscaled: the CLI's input, where a 12-megapixel JPEG is larger than a page upload may be."""
     try:
+        if not Path(path).is_file():   # a folder, a device like /dev/zero, a fifo: nothing to read to the end
+            raise UploadError(f"{path} is not a regular file")
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(MAX_FILE_BYTES + 1)   # one byte more: load_photo_upload then refuses it by its size
     except OSError as err:
         raise UploadError(f"cannot read {path}: {(err.strerror or 'unreadable').lower()}") from None
     return load_photo_upload(data, max_pixels=MAX_UPLOAD_PIXELS, max_bytes=MAX_FILE_BYTES).image

@@ -321,3 +321,28 @@ def test_eval_and_compare_check_their_sources_before_loading_the_evaluator(tmp_p
     assert "error: /no/such/path: no checkpoint called" in done.stderr and "error: /nor/this:" in done.stderr
     assert done.stderr.strip().endswith("error: none of the given checkpoints could be compared")
     assert not (tmp_path / "report").exists()
+
+
+# -- endless, special and unwritable files (found by benchmarks/reliability.py) ------------------------------
+def test_endless_and_special_files_are_refused_without_reading_them(tmp_path):
+    from genlib.checkpoints import CheckpointError as _CheckpointError
+    from genlib.checkpoints import read_info
+    from genlib.data import UploadError as _UploadError
+    from genlib.data import bundled_photo, photo_png, read_photo_file
+
+    folder = tmp_path / "zero-config"
+    folder.mkdir()
+    (folder / "config.json").symlink_to("/dev/zero")
+    with pytest.raises(_CheckpointError, match="config.json is not a regular file"):
+        read_info(folder)
+    with pytest.raises(_UploadError, match="/dev/zero is not a regular file"):
+        read_photo_file("/dev/zero")
+    root = Path(__file__).resolve().parent.parent
+    photo = tmp_path / "p.png"
+    photo.write_bytes(photo_png(bundled_photo("coins")[:32, :32]))
+    for args in (["denoise", "/dev/zero", "--out", str(tmp_path / "o.png"), "--method", "wavelet"],
+                 ["denoise", str(photo), "--out", "/proc/denoised.png", "--method", "wavelet"]):
+        proc = subprocess.run([sys.executable, "-m", "genlib", *args], cwd=root, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.startswith("error: "), proc.stderr
