@@ -16,6 +16,9 @@ page = st.navigation([
     st.Page("pages/gans.py", title="GANs", icon=":material/swords:"),
     st.Page("pages/diffusion.py", title="Diffusion", icon=":material/blur_on:"),
     st.Page("pages/restore.py", title="Restore photos", icon=":material/auto_fix_high:"),
+    st.Page("pages/text.py", title="Text generation", icon=":material/edit_note:"),
+    st.Page("pages/attention.py", title="Attention explorer", icon=":material/visibility:"),
+    st.Page("pages/attention_scratch.py", title="Attention from scratch", icon=":material/functions:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/leaderboard:"),
 ])
 

@@ -87,6 +87,12 @@ class CheckpointInfo:
         p = self.path / "samples.png"
         return p if p.exists() else None
 
+    @property
+    def preview_text(self) -> str | None:
+        """A text model's samples.txt, or None when there is none."""
+        p = self.path / "samples.txt"
+        return p.read_text(encoding="utf-8", errors="replace")[:MAX_JSON_BYTES] if p.is_file() else None
+
 
 # -- writing ---------------------------------------------------------------------------------------
 def save_folder(folder: str | Path, module: nn.Module, meta: dict[str, Any],

@@ -20,6 +20,7 @@ import torch
 from genlib.checkpoints import CheckpointError, list_checkpoints, load_model, shown
 from genlib.config import Config, ConfigError, TrainConfig
 from genlib.registry import UnknownFamilyError, all_families, get_family
+from genlib.runs import samples_text
 from genlib.training import TrainingDiverged, pick_device
 
 
@@ -135,11 +136,13 @@ def cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> int:
     model, info = load_model(args.source)
     # --out lives here, so `sample SOURCE --help` works without it and lists the family's own flags.
     parser = argparse.ArgumentParser(prog=f"python -m genlib sample {args.source}")
-    parser.add_argument("--out", required=True, help=".npz file to write")
+    parser.add_argument("--out", required=True, help=".npz file to write (a text model writes text: F.txt)")
     _add_config_flags(parser, model.Sampling, f"{info.family} sampling (defaults: this checkpoint's)")
     opts = parser.parse_args(extra)
     options = model.sampling_defaults().replace(**_picked(opts, model.Sampling))
     gen = torch.Generator().manual_seed(args.seed)
+    if args.num is None:
+        args.num = 1 if model.trained_data().tokens else 64
     labels = None
     if model.conditional:
         if args.labels:
@@ -149,14 +152,19 @@ def cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> int:
     elif args.labels:
         raise ConfigError(f"{info.name} is unconditional; --labels does not apply")
     images = model.draw(args.num, options, generator=gen, labels=model.check_labels(labels, args.num))
+    out = Path(opts.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if model.trained_data().tokens:  # text: the samples as text, one after another (samples_text's layout)
+        out.write_text(samples_text(model, images) if args.num > 1 else model.decode_text(images[0]),
+                       encoding="utf-8")
+        print(f"wrote {args.num} text sample(s), {images.shape[1]} tokens each, to {out}")
+        return 0
     images = images.float().cpu().numpy()
     if images.ndim == 4 and images.shape[1] == 1:
         images = images[:, 0]  # (N,H,W) for one channel
     arrays = {"images": images.astype(np.float32)}
     if model.conditional:
         arrays["labels"] = model.check_labels(labels, args.num).cpu().numpy().astype(np.int64)
-    out = Path(opts.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, **arrays)
     print(f"wrote {images.shape[0]} samples {tuple(images.shape)} to {out}")
     return 0
@@ -169,7 +177,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from genlib.evaluation import metrics_dict
 
     folder, origin = resolve(args.source)  # a bad source fails here, in milliseconds, before the evaluator loads
-    read_info(folder, origin)
+    info = read_info(folder, origin)
+    if get_family(info.family).data_kind.tokens:  # text is measured on its own held-out split, not by the evaluator
+        model, _ = load_model(args.source)
+        print(json.dumps(model.held_out_metrics(), indent=2))
+        return 0
     evaluator = Evaluator.load()
     card = score_checkpoint(args.source if origin == "hub" else folder, evaluator, num_samples=args.num,
                             seed=args.seed, progress=stderr_progress)
@@ -255,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="write samples to an .npz file; `sample SOURCE --help` lists the family's "
                                       "sampling flags", add_help=False)
     p.add_argument("source", help="checkpoint name, folder or hub id")
-    p.add_argument("--num", type=int, default=64)
+    p.add_argument("--num", type=int, default=None, help="samples to draw (default 64 images, or 1 text)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--labels", help="comma-separated classes for conditional models (repeated to --num)")
     p = sub.add_parser("eval", help="print every metric of a checkpoint as JSON (cached by content)")

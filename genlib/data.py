@@ -181,7 +181,47 @@ def _photos_train() -> tuple[Tensor, Tensor]:
     return patches, torch.zeros(patches.shape[0], dtype=torch.int64)
 
 
-TRAINING_SETS = {"mnist": _mnist_train, "faces": _faces_train, "photos": _photos_train}
+# -- text ---------------------------------------------------------------------------------------------------
+# Text is UTF-8 bytes (a vocabulary of 256): any uploaded .txt trains with no tokenizer to fit, and the
+# Python documentation topics are ASCII but for 575 of their 464,970 characters.
+TEXT_VAL_FRACTION = 0.1   # never change: the last 10% of the corpus's bytes is the held-out split (as nanoGPT's)
+TEXT_WINDOW = 257          # training windows: a context of up to 256 bytes and the next byte of each
+TEXT_STRIDE = 64           # windows start every 64 bytes, so each byte is seen in about four of them
+
+
+@lru_cache(maxsize=1)
+def text_corpus() -> str:
+    """The lab's text: the Python documentation topics that install with Python (``pydoc_data.topics``),
+    joined in sorted topic order with a blank line between topics (465,047 characters on Python 3.11.7)."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[key].strip("\n") for key in sorted(topics))
+
+
+def text_split(text: str | None = None) -> tuple[bytes, bytes]:
+    """(train, held-out) UTF-8 bytes of ``text`` (default the lab's corpus): the first 90% and the last 10%."""
+    data = (text_corpus() if text is None else text).encode("utf-8")
+    cut = int(len(data) * (1 - TEXT_VAL_FRACTION))
+    return data[:cut], data[cut:]
+
+
+def text_windows(data: bytes, window: int = TEXT_WINDOW, stride: int = TEXT_STRIDE) -> Tensor:
+    """Overlapping windows (N, window) uint8 of ``data``, one every ``stride`` bytes (the last one ends the data)."""
+    if len(data) < window:
+        raise ValueError(f"the text is {len(data):,} bytes; training needs at least {window:,}")
+    t = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    starts = list(range(0, len(data) - window + 1, stride))
+    if starts[-1] != len(data) - window:
+        starts.append(len(data) - window)
+    return torch.stack([t[s:s + window] for s in starts])
+
+
+def _text_train() -> tuple[Tensor, Tensor]:
+    windows = text_windows(text_split()[0])
+    return windows, torch.zeros(windows.shape[0], dtype=torch.int64)
+
+
+TRAINING_SETS = {"mnist": _mnist_train, "faces": _faces_train, "photos": _photos_train, "pydoc": _text_train}
 
 
 def training_set(name: str) -> tuple[Tensor, Tensor]:
@@ -189,7 +229,8 @@ def training_set(name: str) -> tuple[Tensor, Tensor]:
 
     "mnist": the 4,000-digit training split of ``mnist()``. "faces": the 100 LFW faces of
     ``lfw_faces`` at 28x28, all labelled 0 (they have no classes). "photos": PHOTO_PATCHES colour
-    crops (3x48x48) of the training photos (never the HELD_OUT_PHOTOS), labelled 0.
+    crops (3x48x48) of the training photos (never the HELD_OUT_PHOTOS), labelled 0. "pydoc": byte windows
+    (N, TEXT_WINDOW) uint8 of the text corpus's training split (``text_windows``), labelled 0.
     """
     if name not in TRAINING_SETS:
         raise ValueError(f"unknown training set {name!r}; known: {', '.join(TRAINING_SETS)}")

@@ -30,6 +30,12 @@ it overrides the method, and pages show a tab only where ``model.has(ability)``:
     attention                               attention_maps(x0, t) -> {layer: (heads, Q, K)}
     edit                                    inpaint(x0, mask) and sdedit(x0, strength)
     upscale                                 upscale(x) -> (N,C,s*H,s*W), super-resolution
+    text_attention                          attention_record(text) -> AttentionRecord, every layer's
+                                            attention and per-head queries and keys (the explorer)
+
+A family of a token kind (``data_kind.tokens`` > 0, such as ``TEXT``) samples integer ids (N,T) instead
+of values in [0,1], and also writes ``decode_text(ids) -> str``: its previews and checkpoints then hold
+text (samples.txt) instead of an image grid.
 
 Every sampler reports through one callback payload, ``SamplingStep`` (as k-diffusion's samplers do),
 and conditional families share one label check (``check_labels``) and one "one row per class"
@@ -52,7 +58,7 @@ from genlib.config import Config, ConfigError
 ABILITY_METHODS: dict[str, tuple[str, ...]] = {
     "encode": ("encode",), "decode": ("decode",), "reconstruct": ("reconstruct",), "denoise": ("denoise",),
     "likelihood": ("bits_per_dim",), "attention": ("attention_maps",), "edit": ("inpaint", "sdedit"),
-    "upscale": ("upscale",),
+    "upscale": ("upscale",), "text_attention": ("attention_record",),
 }
 ABILITIES = tuple(ABILITY_METHODS)
 LIKELIHOOD_KINDS = ("exact", "bound", "estimate")
@@ -65,13 +71,15 @@ class DataKind:
 
     ``shape`` entries of None mean "any size" (photos of any size: (3, None, None)). ``dataset``
     names the offline training set in genlib.data (None when there is none). Models are scored and
-    compared only against their own kind.
+    compared only against their own kind. ``tokens`` > 0 makes it a kind of token sequences: items
+    are integer ids in [0, tokens) rather than values in [0, 1] (text: UTF-8 bytes, 256 of them).
     """
 
     name: str
     shape: tuple[int | None, ...]
     dataset: str | None
     description: str
+    tokens: int = 0
 
     def fits(self, shape: Sequence[int]) -> bool:
         """True when one item of ``shape`` is of this kind."""
@@ -83,7 +91,12 @@ class DataKind:
         if batch.ndim != len(self.shape) + 1 or not self.fits(item):
             want = "x".join("any" if s is None else str(s) for s in self.shape)
             raise ValueError(f"{what} of {self.name} should be N x {want}, got {'x'.join(map(str, batch.shape))}")
-        if batch.numel() and not (torch.isfinite(batch).all() and batch.min() >= 0 and batch.max() <= 1):
+        if self.tokens:
+            if batch.is_floating_point() or batch.is_complex() or batch.dtype == torch.bool:
+                raise ValueError(f"{what} of {self.name} should be integer token ids, got {batch.dtype}")
+            if batch.numel() and (batch.min() < 0 or batch.max() >= self.tokens):
+                raise ValueError(f"{what} of {self.name} should be token ids in 0..{self.tokens - 1}")
+        elif batch.numel() and not (torch.isfinite(batch).all() and batch.min() >= 0 and batch.max() <= 1):
             raise ValueError(f"{what} of {self.name} should be finite and in [0, 1]")
         return batch
 
@@ -95,7 +108,10 @@ FACES = DataKind("faces", (1, 28, 28), "faces", "28x28 grey faces in [0,1] (scik
 PHOTOS = DataKind("photos", (3, None, None), "photos",
                   "colour photos of any size in [0,1] (grey ones as three equal channels); trained on crops of the "
                   "bundled photos")
-KINDS_BY_DATASET = {kind.dataset: kind for kind in (DIGITS, FACES, PHOTOS)}
+TEXT = DataKind("text", (None,), "pydoc",
+                "text as UTF-8 bytes (token ids 0-255); trained on the Python documentation topics that install "
+                "with Python", tokens=256)
+KINDS_BY_DATASET = {kind.dataset: kind for kind in (DIGITS, FACES, PHOTOS, TEXT)}
 
 
 def images_of_shape(shape: Sequence[int]) -> DataKind:
@@ -334,6 +350,16 @@ class GenerativeModel(nn.Module):
     def upscale(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Images (N,C,s*H,s*W) from (N,C,H,W): super-resolution by the family's ``scale``."""
         raise self._missing("upscale")
+
+    def attention_record(self, text: str, labels: Tensor | None = None) -> Any:
+        """Every layer's attention (heads, T, T) and per-head queries and keys on ``text``, as a
+        ``genlib.families.transformers.attention.AttentionRecord``."""
+        raise self._missing("show the attention of a text")
+
+    # -- text: what a family of a token kind writes as well ------------------------------------------------
+    def decode_text(self, ids: Tensor) -> str:
+        """The text that token ids (T,) stand for."""
+        raise self._missing("write text")
 
     # -- facts --------------------------------------------------------------------------------------------
     @property

