@@ -305,6 +305,36 @@ def scored_families() -> dict[str, type]:
     return {name: cls for name, cls in all_families().items() if cls.data_kind == SCORED_KIND}
 
 
+# Text models are measured on their own kind's held-out split (their metrics.json), never by the digit evaluator:
+# (metrics.json key, column title, lower is better).
+TEXT_METRICS = (("bits_per_char", "bits per character ↓", True), ("val_loss", "held-out loss, nats per byte ↓", True),
+                ("perplexity", "perplexity per byte ↓", True), ("bits_per_token", "bits per token ↓", True),
+                ("generation_tokens_per_s", "generation tokens/s ↑", False))
+
+
+def text_families() -> dict[str, type]:
+    """The registered families of a token kind (text), by name: Compare's second scoreboard."""
+    return {name: cls for name, cls in all_families().items() if cls.data_kind.tokens}
+
+
+def text_scoreboard(infos: Sequence[CheckpointInfo]) -> list[dict[str, object]]:
+    """One row per text checkpoint: its name, family, origin, steps and every TEXT_METRICS value its
+    metrics.json holds (None where it has none), best bits per character first."""
+    families = text_families()
+    rows = []
+    for info in infos:
+        if info.family not in families:
+            continue
+        row: dict[str, object] = {"model": info.name, "family": info.family, "origin": info.origin,
+                                  "train steps": info.metrics.get("train_steps")}
+        for key, title, _ in TEXT_METRICS:
+            value = info.metrics.get(key)
+            row[title] = float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+        rows.append(row)
+    first = TEXT_METRICS[0][1]
+    return sorted(rows, key=lambda r: (r[first] is None, r[first] if r[first] is not None else 0.0))
+
+
 def default_selection(infos: Sequence[CheckpointInfo]) -> list[str]:
     """One shipped checkpoint per family group (autoencoders, GANs, diffusion, ...): its
     unconditional model with the lowest stored Fréchet distance, so the default view compares the

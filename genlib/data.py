@@ -7,8 +7,10 @@ and scikit-learn. ``training_set(name)`` names the sets a model can train on.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import os
 import re
 from pathlib import Path
 from contextlib import contextmanager
@@ -216,8 +218,70 @@ def text_windows(data: bytes, window: int = TEXT_WINDOW, stride: int = TEXT_STRI
     return torch.stack([t[s:s + window] for s in starts])
 
 
-def _text_train() -> tuple[Tensor, Tensor]:
-    windows = text_windows(text_split()[0])
+MIN_TEXT_BYTES = 4096      # an uploaded text must leave a held-out tenth longer than the longest context
+UPLOADED_TEXT = re.compile(r"upload-[0-9a-f]{16}")   # the name of an uploaded text: its SHA-256, shortened
+TEXT_UPLOAD_TYPES = ["txt"]
+
+
+def corpora_dir() -> Path:
+    """Where uploaded texts are kept, by content hash, beside the runs trained on them."""
+    from genlib.checkpoints import runs_dir   # checkpoints never imports data; the reverse only here
+
+    return runs_dir() / ".corpora"
+
+
+def load_text_upload(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> str:
+    """The text of an uploaded .txt file (UTF-8, a BOM allowed); UploadError in words for an empty, huge,
+    binary, non-UTF-8 or too short file."""
+    if not data:
+        raise UploadError("the file is empty")
+    if len(data) > max_bytes:
+        raise UploadError(f"the file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+    if b"\x00" in data:
+        raise UploadError("this is not a text file (it holds zero bytes, as binary files do); upload plain text")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UploadError(f"this file is not UTF-8 text (byte {err.start:,} cannot be read); save it as UTF-8 "
+                          "plain text and upload it again") from None
+    controls = sum(1 for c in text if ord(c) < 32 and c not in "\n\r\t\f")
+    if controls > len(text) // 100:
+        raise UploadError("this does not look like text: more than 1% of it is control characters")
+    if len(text.encode("utf-8")) < MIN_TEXT_BYTES:
+        raise UploadError(f"the text is {len(text.encode('utf-8')):,} bytes; training needs at least "
+                          f"{MIN_TEXT_BYTES:,} (its last tenth is held out to measure the model)")
+    return text
+
+
+def save_text_corpus(text: str) -> str:
+    """Keep an uploaded text under its content's name (``upload-<hash>``) and return that name, which a GPT's
+    ``corpus`` setting takes. The same text always gets the same name, and is stored once."""
+    raw = text.encode("utf-8")
+    name = "upload-" + hashlib.sha256(raw).hexdigest()[:16]
+    path = corpora_dir() / f"{name}.txt"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_bytes(raw)
+        tmp.replace(path)
+    return name
+
+
+def corpus_text(name: str) -> str:
+    """The text a corpus name stands for: "pydoc" (the lab's), or an uploaded text kept by ``save_text_corpus``."""
+    if name == "pydoc":
+        return text_corpus()
+    if not UPLOADED_TEXT.fullmatch(name):
+        raise ValueError(f"unknown text {name!r}: use pydoc, or upload a .txt file to train on")
+    path = corpora_dir() / f"{name}.txt"
+    if not path.is_file():
+        raise ValueError(f"the uploaded text {name} is not on this machine (uploads are kept in {corpora_dir()}); "
+                         "upload it again")
+    return path.read_bytes().decode("utf-8")
+
+
+def _text_train(name: str = "pydoc") -> tuple[Tensor, Tensor]:
+    windows = text_windows(text_split(corpus_text(name))[0])
     return windows, torch.zeros(windows.shape[0], dtype=torch.int64)
 
 
@@ -230,8 +294,11 @@ def training_set(name: str) -> tuple[Tensor, Tensor]:
     "mnist": the 4,000-digit training split of ``mnist()``. "faces": the 100 LFW faces of
     ``lfw_faces`` at 28x28, all labelled 0 (they have no classes). "photos": PHOTO_PATCHES colour
     crops (3x48x48) of the training photos (never the HELD_OUT_PHOTOS), labelled 0. "pydoc": byte windows
-    (N, TEXT_WINDOW) uint8 of the text corpus's training split (``text_windows``), labelled 0.
+    (N, TEXT_WINDOW) uint8 of the text corpus's training split (``text_windows``), labelled 0; an uploaded
+    text's name (``save_text_corpus``) gives the same windows of its own training split.
     """
+    if UPLOADED_TEXT.fullmatch(name):
+        return _text_train(name)
     if name not in TRAINING_SETS:
         raise ValueError(f"unknown training set {name!r}; known: {', '.join(TRAINING_SETS)}")
     return TRAINING_SETS[name]()

@@ -17,7 +17,8 @@ from genlib import background
 from genlib.background import Snapshot
 from genlib.checkpoints import CheckpointError
 from genlib.comparison import (Comparison, Evaluator, ScoringFailure, cached_references, cached_scorecard,
-                               default_selection, scored_families, start_references, start_scoring)
+                               default_selection, scored_families, start_references, start_scoring,
+                               text_scoreboard)
 from genlib.data import mnist
 from genlib.images import from_uint8, to_grid, to_png
 from genlib.metrics import nearest_neighbours
@@ -86,8 +87,26 @@ with right:
     seed = int(st.number_input("Seed", min_value=0, max_value=MAX_SEED, step=1, key="cmp_seed",
                                persist_state="session", help="Seeds every model's samples; part of the shared URL."))
 st.query_params.from_dict({"cmp_models": chosen, "cmp_seed": str(seed)})
+
+
+def text_scoreboard_section() -> None:
+    """Text models on their own scoreboard: measured on the text kind's held-out split, not on digits."""
+    rows = text_scoreboard(visible_checkpoints())
+    if not rows:
+        return
+    st.subheader("Text models")
+    st.caption("Text models are scored on their own kind: the held-out last 10% of the Python documentation "
+               "topics, as each checkpoint's metrics.json records it (`python -m genlib eval NAME` re-measures). "
+               "Lower bits per character is better.")
+    frame = pd.DataFrame(rows)
+    st.dataframe(frame, hide_index=True, key="cmp_text_board")
+    st.download_button("Text scoreboard CSV", data=frame.to_csv(index=False), file_name="genlib-text-scoreboard.csv",
+                       mime="text/csv", key="cmp_text_csv", on_click="ignore", icon=":material/download:")
+
+
 if not chosen:
     st.info("Choose at least one model above.")
+    text_scoreboard_section()
     st.stop()
 
 # -- scorecards: stored ones at once, the rest in background tasks --------------------------------------------
@@ -254,3 +273,5 @@ with st.expander("Single files"):
         st.download_button(f"{card.name} grid (PNG)", data=scorecard_png(card, seed),
                            file_name=f"{safe_name(card.name)}-seed{seed}.png", mime="image/png",
                            key=f"cmp_png_{safe_name(card.name)}", on_click="ignore")
+
+text_scoreboard_section()

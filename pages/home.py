@@ -38,10 +38,11 @@ def show_fd(fd: float, scale: dict[str, float]) -> None:
 
 st.title("Generative Model Lab")
 st.markdown(
-    "Train, sample and take apart small generative models of handwritten digits, all offline. "
-    "Every model family has its own page (autoencoders, GANs, diffusion): draw samples, reconstruct and "
-    "interpolate digits, explore the latent space, watch a diffusion model turn noise into digits step by "
-    "step, or train a new model in the background and watch it learn. Models are scored "
+    "Train, sample and take apart small generative models, all offline. "
+    "Every model family has its own page (autoencoders, GANs, diffusion, photo restoration, transformers): draw "
+    "samples, reconstruct and interpolate digits, explore the latent space, watch a diffusion model turn noise "
+    "into digits step by step, denoise your own photos, write text with a GPT and look inside its attention, "
+    "or train a new model in the background and watch it learn. Digit models are scored "
     "with the same Fréchet distance, measured in the features of the lab's own digit classifier."
 )
 st.caption(f"Running on **{device_label()}**. Pick a page in the sidebar.")
@@ -82,6 +83,9 @@ else:
                 st.markdown(f"**{info.name}**  \n`{info.family}` · {cls.description}")
                 if info.preview:
                     st.image(str(info.preview), caption="samples", output_format="PNG")
+                elif info.preview_text:  # a text model's samples.txt: its first sample
+                    first = info.preview_text.split("--- sample 2 ---")[0].removeprefix("--- sample 1 ---\n")
+                    st.code(first.strip()[:400], language=None, wrap_lines=True)
                 fd = info.metrics.get("frechet_distance")
                 if isinstance(fd, (int, float)):
                     show_fd(fd, scale)
@@ -93,6 +97,9 @@ else:
                              and isinstance(v, (int, float))}:  # a restorer's held-out PSNR, in dB
                     st.caption("held-out " + " · ".join(f"{k.removeprefix('psnr_').replace('_', ' ')} "
                                                         f"**{v:.2f} dB**" for k, v in own.items()))
+                elif isinstance(info.metrics.get("bits_per_char"), (int, float)):  # a text model, held out
+                    st.caption(f"held-out **{info.metrics['bits_per_char']:.3f} bits per character** · "
+                               f"perplexity {info.metrics.get('perplexity', float('nan')):.2f}")
                 else:
                     st.caption("no metrics yet")
                 steps, secs = info.metrics.get("train_steps"), info.metrics.get("train_seconds")

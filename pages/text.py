@@ -12,10 +12,12 @@ import streamlit as st
 import torch
 
 import genlib
+from genlib.data import TEXT_UPLOAD_TYPES, UploadError, load_text_upload, save_text_corpus
 from genlib.demo import limits
 from genlib.families.transformers.generation import stream_text
 from pages._panels import metrics_panel, train_panel
-from pages._ui import (Picked, checkpoint_picker, config_widgets, demo_caption, global_seed, make_config, model_tabs,
+from pages._ui import (Picked, caps, checkpoint_picker, config_widgets, demo_caption, global_seed, make_config,
+                       model_tabs,
                        page_families, require_router, scalars_figure)
 
 require_router()
@@ -119,12 +121,38 @@ def render_text_job(snap, key_prefix: str) -> None:
         st.caption(snap.message)
 
 
+def uploaded_corpus() -> str | None:
+    """The name of the .txt file the user uploaded to train on (kept by content hash), or None."""
+    upload = st.file_uploader("Train on your own text instead (.txt, UTF-8)", type=TEXT_UPLOAD_TYPES,
+                              key="text_corpus_upload", help="Its first 90% trains the model and its last 10% "
+                                                             "measures it, as with the Python docs.")
+    demo_caption("upload_bytes")
+    if upload is None:
+        return None
+    try:
+        text = load_text_upload(upload.getvalue(), max_bytes=caps().upload_bytes)
+    except UploadError as err:
+        st.error(f"Could not use {upload.name}: {err}")
+        return None
+    name = save_text_corpus(text)
+    if st.session_state.get("text_corpus_last") != name:  # a new upload: point the corpus setting at it once
+        st.session_state["text_corpus_last"] = name
+        for family in TRAINABLE:
+            st.session_state[f"text_train_{family}_corpus"] = name
+    st.success(f"{upload.name}: {len(text):,} characters, kept as **{name}** (the corpus setting below).")
+    return name
+
+
 def train_tab() -> None:
     if not TRAINABLE:
         st.info("None of this page's models can be trained here.")
         return
     st.caption("Trains on the first 90% of the Python documentation topics (bytes); the last 10% is held out.")
-    train_panel(TRAINABLE, "text", TRAIN_FIELDS, TRAIN_DEFAULTS, render=render_text_job)
+    corpus = uploaded_corpus()
+    train_panel(TRAINABLE, "text", TRAIN_FIELDS, TRAIN_DEFAULTS, render=render_text_job,
+                model_defaults=(lambda family: {"corpus": corpus}) if corpus else None)
+    if corpus is None and st.session_state.get("text_train_gpt_corpus", "pydoc") != "pydoc":
+        st.caption("The corpus setting names an uploaded text; set it back to pydoc for the Python docs.")
 
 
 def model_tab(p: Picked) -> None:

@@ -184,3 +184,28 @@ def test_the_text_page_streams_a_generation(app_env):
     assert any("tokens/s" in c.value for c in at.caption)
     table = at.dataframe[0].value
     assert len(table) == 24 and table["probability"].between(0, 1).all()
+
+
+def test_an_uploaded_text_trains_and_is_measured_on_its_own_held_out_tenth(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLIB_RUNS_DIR", str(tmp_path / "runs"))
+    from genlib.data import UploadError, corpus_text, load_text_upload, save_text_corpus
+
+    text = "the quick brown fox jumps over the lazy dog. " * 200
+    name = save_text_corpus(load_text_upload(("\ufeff" + text).encode("utf-8")))
+    assert name == save_text_corpus(text) and corpus_text(name) == text   # by content: stored once, BOM dropped
+    model = genlib.build_model("gpt", {**TINY, "corpus": name}, seed=0)
+    assert model.trained_data().dataset == name and model.trained_data() != genlib.model.TEXT
+    windows, labels = training_set(name)
+    Trainer(TrainConfig(epochs=20, max_steps=60, batch_size=16, lr=3e-3, device="cpu")).fit(model, windows, labels)
+    metrics = model.held_out_metrics()
+    assert metrics["val_loss"] < 2.5 and name in metrics["held_out"]   # a repeated sentence is easy
+    for bad, words in ((b"", "empty"), (b"\x00\x01" * 3000, "not a text file"), (b"\xff\xfe" * 3000, "not UTF-8"),
+                       (b"short", "at least"), (b"\x07" * 5000, "control characters")):
+        with pytest.raises(UploadError, match=words):
+            load_text_upload(bad)
+    with pytest.raises(UploadError, match="limit"):
+        load_text_upload(b"a" * 5000, max_bytes=4000)
+    with pytest.raises(genlib.ConfigError, match="corpus"):
+        genlib.build_model("gpt", {**TINY, "corpus": "../../etc/passwd"})
+    with pytest.raises(ValueError, match="not on this machine"):
+        corpus_text("upload-0123456789abcdef")

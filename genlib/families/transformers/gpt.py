@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlib.config import ConfigError, setting
-from genlib.data import text_split
+from genlib.data import UPLOADED_TEXT, corpus_text, text_split
 from genlib.families.transformers.attention import AttentionRecord
 from genlib.families.transformers.generation import MAX_PROMPT_CHARS, generate
 from genlib.families.transformers.scratch import sinusoidal_positions
-from genlib.model import TEXT, GenerativeModel, ModelConfig, SamplingCallback, SamplingOptions, SamplingStep, \
-    StepOutput
+from genlib.model import (TEXT, DataKind, GenerativeModel, ModelConfig, SamplingCallback, SamplingOptions,
+                          SamplingStep, StepOutput)
 from genlib.registry import register
 
 VOCAB = 256                # bytes
@@ -52,11 +52,15 @@ class GPTConfig(ModelConfig):
     bias: bool = setting(False, "biases in the linear layers and layer norms (nanoGPT: off, a little faster)")
     weight_decay: float = setting(0.1, "AdamW weight decay of the matrices (not of norms, biases)", min=0.0, max=1.0)
     beta2: float = setting(0.99, "AdamW beta2 (0.99 for small models, as nanoGPT's char recipe)", min=0.9, max=0.9999)
+    corpus: str = setting("pydoc", "the text it learns: pydoc (the Python documentation topics), or an uploaded "
+                                   ".txt file's name (upload-<hash>, given when you upload it)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_head={self.n_head} must divide n_embd={self.n_embd}")
+        if self.corpus != "pydoc" and not UPLOADED_TEXT.fullmatch(self.corpus):
+            raise ConfigError(f"corpus={self.corpus!r}: use pydoc, or the upload-<hash> name an uploaded text gets")
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,13 @@ class GPT(GenerativeModel):
         groups = [{"params": decay, "weight_decay": self.config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
         return [torch.optim.AdamW(groups, lr=lr, betas=(0.9, self.config.beta2))]
 
+    def trained_data(self) -> DataKind:
+        """TEXT, or the same kind of bytes from an uploaded text (its name is the kind's dataset)."""
+        if self.config.corpus == "pydoc":
+            return TEXT
+        return DataKind("text", TEXT.shape, self.config.corpus, f"the uploaded text {self.config.corpus} (UTF-8 "
+                        "bytes)", tokens=TEXT.tokens)
+
     # -- text ------------------------------------------------------------------------------------------------
     @staticmethod
     def encode_text(text: str) -> Tensor:
@@ -238,7 +249,8 @@ class GPT(GenerativeModel):
         """Bits per character and perplexity on the held-out 10% of the corpus, and generation speed."""
         was = self.training
         self.eval()
-        held_out = text_split()[1]
+        held_out = text_split(corpus_text(self.config.corpus))[1]
+        corpus = "the Python documentation topics" if self.config.corpus == "pydoc" else self.config.corpus
         nats = self.nats_per_byte(held_out)
         chars = len(held_out.decode("utf-8", "ignore"))
         bits_per_char = nats * len(held_out) / chars / LN2
@@ -248,7 +260,7 @@ class GPT(GenerativeModel):
         self.train(was)
         return {"val_loss": round(nats, 4), "bits_per_char": round(bits_per_char, 4),
                 "perplexity": round(math.exp(nats), 3), "generation_tokens_per_s": round(speed, 1),
-                "held_out": "the last 10% of the Python documentation topics (46,620 bytes)"}
+                "held_out": f"the last 10% of {corpus} ({len(held_out):,} bytes)"}
 
     @torch.no_grad()
     def attention_record(self, text: str, labels: Tensor | None = None) -> AttentionRecord:
