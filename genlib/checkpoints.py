@@ -45,6 +45,7 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
 # scheduler/ folders included: fnmatch's * crosses "/") and side files; never pickles or code.
 HUB_ALLOW_PATTERNS = ("*.json", "*.safetensors", "*.png", "*.md", "*.csv", "*.txt")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_TOP_LEVEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*$")  # the Hub's old un-owned ids: gpt2, bert-base-uncased
 MAX_HUB_NAME_CHARS = 96     # the Hub's limit on each of owner and name
 MAX_SOURCE_CHARS = 4096     # PATH_MAX on Linux: no folder path or hub id is longer
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -255,6 +256,12 @@ def resolve(source: str | Path) -> tuple[Path, str]:
         return named[0]
     if HUB_ID.match(text) and all(len(part) <= MAX_HUB_NAME_CHARS for part in text.split("/")):
         return _download(text), "hub"
+    if HUB_TOP_LEVEL_ID.match(text) and len(text) <= MAX_HUB_NAME_CHARS:
+        try:
+            return _download(text), "hub"
+        except CheckpointError as err:  # a typo of a run's name reads better with the places looked in first
+            raise CheckpointError(f"no checkpoint called {shown(text)}: not a folder and not a shipped or trained "
+                                  f"run; as a Hugging Face id, {err}") from None
     raise CheckpointError(f"no checkpoint called {shown(text)}: not a folder, not a shipped or trained run, "
                           "and not a Hugging Face id of the form owner/name")
 

@@ -20,6 +20,9 @@ What a family declares (class attributes, each with a default):
     conditional         whether it takes class labels (then its Config has ``num_classes``)
     generative          False for a restorer (denoiser, super-resolution): its ``sample`` restores
                         fixed held-out items, so previews and checkpoints still show what it does
+    trainable           False for a family that is only loaded, never built from settings or trained
+                        (``hf-causal-lm``: any Hugging Face causal LM); it claims its library's folders
+                        (``claim_folder``), and train panels and the contract's training tests leave it out
     likelihood          "exact" | "bound" | "estimate" when it implements ``bits_per_dim``
 
 Abilities are methods with one default each (``AbilityMissing``); a family has an ability when
@@ -190,6 +193,7 @@ class GenerativeModel(nn.Module):
     conditional: ClassVar[bool] = False
     likelihood: ClassVar[str] = ""                  # exact | bound | estimate, with bits_per_dim
     generative: ClassVar[bool] = True               # False for restorers: sample() restores fixed held-out items
+    trainable: ClassVar[bool] = True                # False for a family that is only loaded (a Hugging Face LM)
     abilities: ClassVar[frozenset[str]] = frozenset()  # derived from the overridden methods, never set
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

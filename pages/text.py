@@ -23,7 +23,7 @@ from pages._ui import (Picked, caps, checkpoint_picker, config_widgets, demo_cap
 require_router()
 
 FAMILIES = page_families(__file__)
-TRAINABLE = [f for f in FAMILIES if genlib.get_family(f).data_kind.dataset is not None]
+TRAINABLE = [f for f in FAMILIES if genlib.get_family(f).trainable]
 TRAIN_FIELDS = ("epochs", "max_steps", "batch_size", "lr", "lr_schedule", "preview_every")
 TRAIN_DEFAULTS = {"epochs": 1, "max_steps": 300, "batch_size": 32, "lr": 1e-3, "preview_every": 50}
 REDRAW_EVERY = 4   # tokens between redraws of the streaming text: each redraw is a message to the browser

@@ -122,10 +122,11 @@ def core_cdiffusion(core_tiny_model):
 # -- app (Streamlit pages) fixtures --------------------------------------------------------------------
 
 def app_families() -> list[str]:
-    """The registered families that have a page: the app's pages show one checkpoint of each."""
+    """The registered trainable families that have a page: the app's pages show one checkpoint of each
+    (a loaded-only family, hf-causal-lm, has none to ship)."""
     from genlib import all_families
 
-    return [name for name, cls in all_families().items() if cls.page]
+    return [name for name, cls in all_families().items() if cls.page and cls.trainable]
 
 
 @pytest.fixture(scope="session")

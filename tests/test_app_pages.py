@@ -72,7 +72,9 @@ def test_home_lists_shipped_checkpoints(app_env):
     for name in names:
         assert f"**{name}**" in markdown
     assert "digit-classifier" in markdown  # the evaluator and its accuracy
-    assert len(at.get("image")) >= len(names)  # one preview per card
+    texts_shipped = [i for i in genlib.list_checkpoints() if i.origin == "shipped" and i.preview_text]
+    assert len(at.get("image")) >= len(names) - len(texts_shipped)  # one preview per card: an image grid ...
+    assert len(at.code) >= len(texts_shipped)                       # ... or a text model's first sample
     assert at.sidebar.number_input(key="global_seed").value == 0
     assert any("Device" in m for m in texts(at.sidebar.markdown))
 

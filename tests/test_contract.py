@@ -17,6 +17,8 @@ from genlib.model import ABILITIES, ABILITY_METHODS, AbilityMissing, DataKind, G
 from genlib.runs import save_run
 
 FAMILIES = sorted(genlib.all_families())
+TRAINABLE = [name for name in FAMILIES if genlib.get_family(name).trainable]
+LOADED_ONLY = [name for name in FAMILIES if not genlib.get_family(name).trainable]
 ANY_SIZE = 16  # the size used for a data kind's "any size" dimensions
 
 
@@ -29,7 +31,7 @@ def kind_batch(kind: DataKind, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand((n, *shape), generator=torch.Generator().manual_seed(0)), torch.zeros(n, dtype=torch.long)
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(scope="module", params=TRAINABLE)
 def core_trained(request, core_tiny_model):
     """(family, tiny model trained 2 steps, TrainResult) for each registered family."""
     family = request.param
@@ -45,6 +47,15 @@ def test_abilities_are_the_methods_a_family_overrides():
         for ability, methods in ABILITY_METHODS.items():
             overridden = getattr(cls, methods[0]) is not getattr(GenerativeModel, methods[0])
             assert (ability in cls.abilities) == overridden, (cls.family, ability)
+
+
+@pytest.mark.parametrize("family", LOADED_ONLY)
+def test_a_loaded_only_family_claims_folders_and_refuses_building_in_words(family):
+    cls = genlib.get_family(family)
+    assert cls.own_checkpoint_layout  # it loads its own library's folders ...
+    assert cls.claim_folder.__func__ is not GenerativeModel.claim_folder.__func__  # ... which it claims
+    with pytest.raises(ValueError, match="loaded"):
+        genlib.build_model(family, cls.tiny_config)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -209,3 +209,26 @@ def test_an_uploaded_text_trains_and_is_measured_on_its_own_held_out_tenth(tmp_p
         genlib.build_model("gpt", {**TINY, "corpus": "../../etc/passwd"})
     with pytest.raises(ValueError, match="not on this machine"):
         corpus_text("upload-0123456789abcdef")
+
+
+def test_the_text_page_drives_a_hugging_face_folder_with_the_same_controls(app_env, tmp_path):
+    from test_hf_causal_lm import save_tiny_gpt2
+
+    folder = save_tiny_gpt2(tmp_path / "tiny-gpt2")
+    at = AppTest.from_file(APP, default_timeout=180)
+    run_clean(at)
+    at.switch_page("pages/text.py")
+    run_clean(at)
+    at.text_input(key="text_model_source").set_value(str(folder))
+    run_clean(at)
+    assert not at.error, [e.value for e in at.error]
+    at.text_area(key="text_prompt").set_value("The ")
+    at.number_input(key="text_gen_hf-causal-lm_max_new_tokens").set_value(12)
+    at.button(key="text_generate").click()
+    run_clean(at)
+    assert not at.error, [e.value for e in at.error]
+    assert any(c.value.startswith("The ") for c in at.code)
+    assert len(at.dataframe[0].value) == 12
+    at.text_input(key="text_model_source").set_value("openai-community/gpt2")   # offline: a message, no crash
+    run_clean(at)
+    assert any("offline" in e.value for e in at.error), [e.value for e in at.error]

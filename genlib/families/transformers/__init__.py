@@ -3,7 +3,7 @@ causal LM (``generation``, ``hf``), the attention explorer for any model (``atte
 ``attention_views``), self-attention written out step by step (``scratch``), an encoder fine-tuned for
 text classification (``encoder``) and a Vision Transformer on the digits with attention rollout (``vit``).
 """
-from genlib.families.transformers import generation
+from genlib.families.transformers import generation, hf
 from genlib.families.transformers.gpt import GPT, GPTConfig, GPTSampling, heldout_nats_per_byte
 
 __all__ = ["GPT", "GPTConfig", "GPTSampling", "generation", "heldout_nats_per_byte"]
