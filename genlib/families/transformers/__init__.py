@@ -6,4 +6,4 @@ text classification (``encoder``) and a Vision Transformer on the digits with at
 from genlib.families.transformers import generation, hf
 from genlib.families.transformers.gpt import GPT, GPTConfig, GPTSampling, heldout_nats_per_byte
 
-__all__ = ["GPT", "GPTConfig", "GPTSampling", "generation", "heldout_nats_per_byte"]
+__all__ = ["GPT", "GPTConfig", "GPTSampling", "generation", "heldout_nats_per_byte", "hf"]

@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from genlib.model import SamplingCallback, SamplingStep
 
 NextLogits = Callable[[Tensor], Tensor]   # ids (N,T) long -> logits (N,V) of the token after each row
 MAX_PROMPT_CHARS = 4000                   # a prompt longer than this is refused in words
@@ -110,3 +113,18 @@ def stream_text(model: Any, options: Any, generator: torch.Generator | None = No
     for ids, event in stream(model.next_logits, prompt, options.max_new_tokens, temperature=options.temperature,
                              top_k=options.top_k, top_p=options.top_p, generator=generator, candidates=candidates):
         yield model.decode_text(ids[0, prompt.shape[1]:]), event
+
+
+def sample_ids(next_logits: NextLogits, ids: Tensor, max_new_tokens: int, *, temperature: float, top_k: int,
+               top_p: float, generator: torch.Generator | None, callback: SamplingCallback | None) -> Tensor:
+    """``generate`` for a family's ``sample``: (N, T + max_new_tokens) on the CPU; the sampler callback gets one
+    ``SamplingStep`` per new token whose state is the ids so far, padded with zeros to the final length."""
+    total = ids.shape[1] + max_new_tokens
+
+    def report(out: Tensor, event: TokenEvent) -> None:
+        if callback is not None:
+            padded = F.pad(out, (0, total - out.shape[1]))
+            callback(SamplingStep(event.index, max_new_tokens, padded, padded))
+
+    return generate(next_logits, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                    generator=generator, on_token=report).cpu()

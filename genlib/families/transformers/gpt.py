@@ -26,10 +26,9 @@ from torch import Tensor, nn
 from genlib.config import ConfigError, setting
 from genlib.data import UPLOADED_TEXT, corpus_text, text_split
 from genlib.families.transformers.attention import AttentionRecord
-from genlib.families.transformers.generation import MAX_PROMPT_CHARS, generate
+from genlib.families.transformers.generation import MAX_PROMPT_CHARS, sample_ids
 from genlib.families.transformers.scratch import sinusoidal_positions
-from genlib.model import (TEXT, DataKind, GenerativeModel, ModelConfig, SamplingCallback, SamplingOptions,
-                          SamplingStep, StepOutput)
+from genlib.model import TEXT, DataKind, GenerativeModel, ModelConfig, SamplingCallback, SamplingOptions, StepOutput
 from genlib.registry import register
 
 VOCAB = 256                # bytes
@@ -227,16 +226,8 @@ class GPT(GenerativeModel):
         """``n`` continuations of ``prompt``: byte ids (n, len(prompt bytes) + max_new_tokens), prompt first.
 
         The callback gets each step's ids so far, padded with zeros to the final length."""
-        ids = self.prompt_ids(prompt, n)
-        total = ids.shape[1] + max_new_tokens
-
-        def report(out: Tensor, event) -> None:
-            if callback is not None:
-                padded = F.pad(out, (0, total - out.shape[1]))
-                callback(SamplingStep(event.index, max_new_tokens, padded, padded))
-
-        return generate(self.next_logits, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                        generator=generator, on_token=report).cpu()
+        return sample_ids(self.next_logits, self.prompt_ids(prompt, n), max_new_tokens, temperature=temperature,
+                          top_k=top_k, top_p=top_p, generator=generator, callback=callback)
 
     # -- measures ----------------------------------------------------------------------------------------------
     @torch.no_grad()

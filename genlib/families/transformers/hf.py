@@ -37,9 +37,9 @@ from genlib.checkpoints import PICKLE_SUFFIXES, CheckpointError
 from genlib.config import setting
 from genlib.data import text_split
 from genlib.families.transformers.attention import AttentionRecord, hf_attention_record
-from genlib.families.transformers.generation import MAX_PROMPT_CHARS, generate
+from genlib.families.transformers.generation import MAX_PROMPT_CHARS, sample_ids
 from genlib.families.transformers.gpt import GPTSampling
-from genlib.model import DataKind, GenerativeModel, ModelConfig, SamplingCallback, SamplingStep, StepOutput
+from genlib.model import DataKind, GenerativeModel, ModelConfig, SamplingCallback, StepOutput
 from genlib.registry import register
 
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")   # transformers' names of causal LM classes
@@ -268,17 +268,10 @@ class HFCausalLM(GenerativeModel):
 
         The callback gets each step's ids so far, padded with zeros to the final length."""
         ids = self.prompt_ids(prompt, n)
-        total = ids.shape[1] + max_new_tokens
-
-        def report(out: Tensor, event) -> None:
-            if callback is not None:
-                padded = F.pad(out, (0, total - out.shape[1]))
-                callback(SamplingStep(event.index, max_new_tokens, padded, padded))
-
         self.clear_cache()
         try:
-            return generate(self.next_logits, ids, max_new_tokens, temperature=temperature, top_k=top_k,
-                            top_p=top_p, generator=generator, on_token=report).cpu()
+            return sample_ids(self.next_logits, ids, max_new_tokens, temperature=temperature, top_k=top_k,
+                              top_p=top_p, generator=generator, callback=callback)
         finally:
             self.clear_cache()
 
