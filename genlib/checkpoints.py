@@ -75,7 +75,7 @@ class CheckpointInfo:
     train_config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     origin: str = "local"  # shipped | run | local | hub
-    kind: str = "generative"  # or "evaluator"
+    kind: str = "generative"  # or "evaluator" (the digit classifier), "classifier" (the ViT): not generative
 
     @property
     def name(self) -> str:
@@ -417,7 +417,8 @@ def list_checkpoints(family: str | None = None, include_evaluators: bool = False
     """Shipped checkpoints, then the user's runs (in ``runs``, default ``runs_dir()``: a hosted demo
     passes the visitor's own folder); unreadable folders are skipped.
 
-    Evaluators (the digit classifier) are not generative models and are left out unless asked.
+    Evaluators (the digit classifier) and classifiers (the ViT) are not generative models and are left
+    out unless asked.
     """
     found = []
     for root, origin in ((shipped_dir(), "shipped"), (runs if runs is not None else runs_dir(), "run")):
@@ -430,7 +431,7 @@ def list_checkpoints(family: str | None = None, include_evaluators: bool = False
                 info = read_info(folder, origin)
             except (CheckpointError, OSError):  # OSError: a folder replaced while we list it
                 continue
-            if info.kind == "evaluator" and not include_evaluators:
+            if info.kind != "generative" and not include_evaluators:
                 continue
             if family is None or info.family == family:
                 found.append(info)
@@ -468,6 +469,9 @@ def load_model(source: str | Path, *, expect_family: str | None = None, device: 
     if info.kind == "evaluator":
         raise CheckpointError(f"{info.name} is the evaluator (the digit classifier that scores models), "
                               "not a generative model")
+    if info.kind != "generative":
+        raise CheckpointError(f"{info.name} is a {info.kind} ({info.family!r}), not a generative model; "
+                              "it has a page of its own")
     if expect_family and info.family != expect_family:
         raise CheckpointError(f"{info.name} is a {info.family!r} checkpoint, not {expect_family!r}")
     try:

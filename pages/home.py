@@ -53,7 +53,7 @@ if demo_mode():
                  "samples", "tokens", "torch_threads", "hub", "session_quota_bytes", "session_ttl_s")
 
 checkpoints = visible_checkpoints(include_evaluators=True)
-shipped = [c for c in checkpoints if c.origin == "shipped" and c.kind != "evaluator"]
+shipped = [c for c in checkpoints if c.origin == "shipped" and c.kind == "generative"]
 evaluators = [c for c in checkpoints if c.kind == "evaluator"]
 
 if not shipped:
