@@ -133,10 +133,14 @@ class TrainConfig(Config):
     lr: float = setting(1e-3, "Adam learning rate", min=1e-6, max=1.0, step=1e-4, format="%.5f")
     lr_schedule: str = setting("constant", "learning rate over the run: constant, or cosine decay to zero",
                                choices=("constant", "cosine"))
+    warmup_steps: int = setting(0, "steps of linear warm-up from zero to the learning rate (0 = none)", min=0,
+                                max=10**6)
     grad_clip: float = setting(0.0, "clip gradient norm to this (0 = off)", min=0.0, max=1e4)
     ema_decay: float = setting(0.0, "exponential moving average of weights (0 = off)", min=0.0, max=0.99999)
     seed: int = setting(0, "random seed for init, shuffling and noise", min=0, max=2**31 - 1)
     device: str = setting("auto", "where to train", choices=("auto", "cpu", "cuda"))
     amp: bool = setting(True, "mixed precision (bf16) when on CUDA")
+    cpu_bf16: bool = setting(False, "bf16 autocast on the CPU too: much faster on CPUs with AVX-512 BF16 or AMX "
+                                    "for wide matrices, and no help (or slower) on others")
     max_steps: int = setting(0, "stop after this many steps (0 = run all epochs)", min=0, max=10**7)
     preview_every: int = setting(50, "steps between preview sample grids", min=1, max=10**6)

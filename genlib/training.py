@@ -47,6 +47,18 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def lr_factor(step: int, total: int, config: TrainConfig) -> float:
+    """The learning rate of ``step`` (0-based) as a share of ``config.lr``: a linear warm-up over
+    ``warmup_steps`` (from 1/(warmup+1) up to 1, as nanoGPT's), then constant, or a cosine decay that
+    reaches zero as the last of ``total`` steps ends (without warm-up: CosineAnnealingLR's closed form)."""
+    warmup = min(config.warmup_steps, max(0, total - 1))
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if config.lr_schedule != "cosine":
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
 @dataclass
 class Progress:
     """A snapshot handed to callbacks after every step."""
@@ -89,12 +101,12 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.cancel = cancel or threading.Event()
         self.device = pick_device(config.device)
-        self.use_amp = config.amp and self.device.type == "cuda"
+        self.use_amp = config.amp and self.device.type == "cuda" or config.cpu_bf16 and self.device.type == "cpu"
         self.ema: AveragedModel | None = None
 
     def _autocast(self):
         if self.use_amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _backward_and_step(self, loss: Tensor, optimizer: torch.optim.Optimizer,
@@ -135,9 +147,8 @@ class Trainer:
         if cfg.max_steps:
             total = min(total, cfg.max_steps)
         result = result if result is not None else TrainResult(steps=0)
-        # Cosine decay steps every optimizer once per training step, so it ends at zero on the last one.
-        schedules = ([torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total)) for opt in optimizers]
-                     if cfg.lr_schedule == "cosine" else [])
+        schedules = [torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, total, cfg))
+                     for opt in optimizers] if cfg.lr_schedule == "cosine" or cfg.warmup_steps else []
         tools = StepTools(self._backward_and_step, self._autocast, step=0)
         start = time.perf_counter()
         self._step = 0

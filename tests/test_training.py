@@ -213,6 +213,30 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero_on_the_last_step(core_
     assert _learning_rates(_tiny(VAE, core_tiny_config), _cfg(epochs=5, max_steps=8), *core_slice) == [1e-3] * 8
 
 
+def test_warmup_rises_linearly_then_the_cosine_decays(core_tiny_config, core_slice):
+    seen = _learning_rates(_tiny(VAE, core_tiny_config),
+                           _cfg(epochs=5, max_steps=10, lr_schedule="cosine", warmup_steps=3), *core_slice)
+    # after step k the next step's rate: warm-up (k+1)/4 for k < 3, then a cosine over the last 7 steps
+    expected = [1e-3 * (k + 1) / 4 if k < 3 else 1e-3 * (1 + math.cos(math.pi * (k - 3) / 7)) / 2
+                for k in range(1, 11)]
+    assert seen == pytest.approx(expected, abs=1e-12) and seen[-1] == pytest.approx(0.0, abs=1e-12)
+    flat = _learning_rates(_tiny(VAE, core_tiny_config), _cfg(epochs=5, max_steps=6, warmup_steps=2), *core_slice)
+    assert flat == pytest.approx([1e-3 * 2 / 3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3])
+
+
+def test_cpu_bf16_autocasts_the_step_on_the_cpu_only_when_asked(core_tiny_config, core_slice):
+    seen = []
+    model = _tiny(VAE, core_tiny_config)
+    step = model.training_step
+    model.training_step = lambda batch, i: seen.append(torch.get_autocast_dtype("cpu")
+                                                       if torch.is_autocast_enabled("cpu") else None) or step(batch, i)
+    Trainer(_cfg(max_steps=2, device="cpu", cpu_bf16=True)).fit(model, *core_slice)
+    assert seen == [torch.bfloat16] * 2 and _finite(model)
+    seen.clear()
+    Trainer(_cfg(max_steps=2, device="cpu")).fit(model, *core_slice)
+    assert seen == [None] * 2
+
+
 # -- EMA, clipping -----------------------------------------------------------------------------------
 def test_ema_changes_the_shipped_weights(core_tiny_config, core_slice):
     plain, ema = _tiny(VAE, core_tiny_config), _tiny(VAE, core_tiny_config)
