@@ -19,6 +19,7 @@ page = st.navigation([
     st.Page("pages/text.py", title="Text generation", icon=":material/edit_note:"),
     st.Page("pages/attention.py", title="Attention explorer", icon=":material/visibility:"),
     st.Page("pages/attention_scratch.py", title="Attention from scratch", icon=":material/functions:"),
+    st.Page("pages/finetune.py", title="Fine-tune an encoder", icon=":material/tune:"),
     st.Page("pages/vit.py", title="Vision Transformer", icon=":material/grid_view:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/leaderboard:"),
 ])
