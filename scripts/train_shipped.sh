@@ -35,6 +35,19 @@ for s in 2 4; do
   want "espcn-x$s-photos" && run "espcn-x$s-photos" python -m genlib train espcn --out "checkpoints/espcn-x$s-photos" \
     --scale "$s" --width 64 --epochs 200 --batch-size 32 --lr 1e-3 --max-steps 6000 --preview-every 1000 --seed 0
 done
+# Transformers, each timed with two torch threads on an otherwise idle CPU (the README gives the times).
+# The GPT: the recipe benchmarks/transformers.md compares with nanoGPT's at the same wall time; float16 after.
+want gpt-pydoc && OMP_NUM_THREADS=2 run gpt-pydoc python -m genlib train gpt --out checkpoints/gpt-pydoc \
+  --block-size 256 --dropout 0.1 --batch-size 8 --lr 3e-3 --lr-schedule cosine --warmup-steps 100 --grad-clip 1 --cpu-bf16 --epochs 1000 --max-steps 5000 --preview-every 1000 --seed 0
+want gpt-pydoc && run "gpt-pydoc float16" python -m genlib half checkpoints/gpt-pydoc
+# The ViT on the digits (its recipe is train-vit's default), and the small BERT pretrained by masked-language
+# modelling on the corpus and the built-in set's unlabelled train texts, then fine-tuned on that set (recorded
+# in its metrics.json beside the TF-IDF baseline).
+want vit-digits && OMP_NUM_THREADS=2 run vit-digits python -m genlib train-vit --out checkpoints/vit-digits
+want bert-mini-pydoc && OMP_NUM_THREADS=2 run bert-mini-pydoc python -m genlib pretrain-encoder \
+  --out checkpoints/bert-mini-pydoc --also-docstrings --steps 4000 --max-minutes 13
+want bert-mini-pydoc && OMP_NUM_THREADS=2 run "bert-mini-pydoc fine-tune" python -m genlib finetune \
+  checkpoints/bert-mini-pydoc --out runs/bert-mini-pydoc-stdlib-docs --record
 for name in diffusion-mnist; do  # cdiffusion-mnist: computed on demand (guidance doubles the cost)
   want "$name" && run "$name curve" python -m genlib steps-quality "$name" --num 250 --steps 5 10 20 50 100 --write
 done

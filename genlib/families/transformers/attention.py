@@ -214,7 +214,7 @@ def load_hf_attention_model(source: str):
         raise CheckpointError(problem)
     try:
         model = AutoModel.from_pretrained(str(folder), attn_implementation="eager", use_safetensors=True,
-                                          trust_remote_code=False)
+                                          trust_remote_code=False, dtype=torch.float32)  # fp16 weights too
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         first = (str(err).strip().splitlines() or ["no detail"])[0]
         raise CheckpointError(f"transformers could not load the model in {folder}: {first}") from None

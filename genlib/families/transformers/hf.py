@@ -168,7 +168,8 @@ class HFCausalLM(GenerativeModel):
             raise CheckpointError(problem)
         try:
             lm = transformers.AutoModelForCausalLM.from_pretrained(
-                str(root), attn_implementation="eager", use_safetensors=True, trust_remote_code=False)
+                str(root), attn_implementation="eager", use_safetensors=True, trust_remote_code=False,
+                dtype=torch.float32)   # float16 weights (a Hub upload, a halved folder) compute in float32
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
             raise CheckpointError(f"transformers could not load the causal LM in {root}: {_first_line(err)}") from None
         try:

@@ -461,7 +461,7 @@ def _load_hf_vit(folder: Path, name: str) -> ViTSource:
         raise CheckpointError(f"{folder.name} has no .safetensors weights; genlib never unpickles weights")
     try:
         model = ViTForImageClassification.from_pretrained(folder, attn_implementation="eager", use_safetensors=True,
-                                                          local_files_only=True)
+                                                          local_files_only=True, dtype=torch.float32)
     except SafetensorError:
         raise CheckpointError(f"{folder.name} could not be loaded: its .safetensors weights are corrupt or "
                               "cut short") from None
