@@ -33,9 +33,20 @@ def _open(page, url: str, link: str, heading: str, tab: str | None = None) -> No
 def _digit_px(image) -> float:
     """On-screen width of one 28-px digit in a grid drawn at ``scale`` (3) with 2-px gaps: the
     image's rendered width over its natural width, times the 84 px a digit has in the PNG."""
-    image.page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
-    rendered, natural = image.evaluate("img => [img.getBoundingClientRect().width, img.naturalWidth]")
-    return 28 * 3 * rendered / natural
+    # One handle, waited on and measured in the same poll: the live preview replaces its <img>
+    # every few seconds, so re-resolving the locator between a wait and a read can land on a new,
+    # not yet decoded image (naturalWidth 0).
+    # A replaced image reports "gone" and the locator is resolved again.
+    for _ in range(20):
+        measured = image.page.wait_for_function(
+            """img => !img.isConnected ? "gone"
+                : img.complete && img.naturalWidth > 0 && [img.getBoundingClientRect().width, img.naturalWidth]""",
+            arg=image.element_handle(),
+        ).json_value()
+        if measured != "gone":
+            rendered, natural = measured
+            return 28 * 3 * rendered / natural
+    raise AssertionError("the preview image was replaced 20 times before it could be measured")
 
 
 def _choose(page, label: str, option: str) -> None:
