@@ -134,6 +134,29 @@ def check_source(source: str) -> None:
         ws.allows(source, hub=caps().hub)
 
 
+def load_typed_source(source: str, failure_key: str, load: Callable[[str], Any]) -> Any | None:
+    """``load(source)`` for a folder or hub id the visitor typed; None after showing why it failed.
+
+    A failure is remembered under ``failure_key`` for that source: a hub id that failed (offline,
+    unknown, refused) is not downloaded again on every rerun. A local folder is always retried, as
+    the visitor may have just fixed it.
+    """
+    failed = st.session_state.get(failure_key)
+    if failed and failed[0] == source and not is_local_folder(source):
+        st.error(failed[1])
+        return None
+    try:
+        check_source(source)
+        loaded = load(source)
+    except (CheckpointError, OSError, ValueError) as err:
+        message = plain_error(err) if isinstance(err, OSError) else str(err)
+        st.session_state[failure_key] = (source, message)
+        st.error(message)
+        return None
+    st.session_state.pop(failure_key, None)
+    return loaded
+
+
 def demo_caption(*names: str) -> None:
     """State the named caps (genlib.demo.Limits fields) where they apply; nothing outside demo mode."""
     if demo_mode() and (text := caps().summary(*names)):

@@ -16,13 +16,13 @@ import streamlit as st
 
 import genlib
 from genlib.background import plain_error
-from genlib.checkpoints import CheckpointError, is_local_folder, resolve
+from genlib.checkpoints import CheckpointError, resolve
 from genlib.families.transformers.attention import (DEFAULT_MAX_TOKENS, AttentionRecord, hf_attention_record,
                                                     load_hf_attention_model, select_heads, select_layers, window)
 from genlib.families.transformers.attention_views import (LINE_VIEW_MAX_TOKENS, figure_html, head_view, head_view_png,
                                                           label, model_view, model_view_png, neuron_view,
                                                           neuron_view_png, picked_thumbnail)
-from pages._ui import (check_source, checkpoint_mtime, keep_widget_state, load_cached, require_router,
+from pages._ui import (checkpoint_mtime, keep_widget_state, load_cached, load_typed_source, require_router,
                        visible_checkpoints)
 
 require_router()
@@ -68,20 +68,13 @@ def _hf_source() -> tuple[object, object, str] | None:
     if not source:
         st.info("Type the path of a transformers model folder (BERT, GPT-2, RoBERTa, DistilBERT, ...) or a hub id.")
         return None
-    failed = st.session_state.get("attention_failed")
-    if failed and failed[0] == source and not is_local_folder(source):
-        st.error(failed[1])  # do not retry a hub download on every rerun
-        return None
-    try:
-        check_source(source)
-        folder, _ = resolve(source)  # a hub id downloads (or fails with the offline message) here
-        model, tokenizer = _hf_model(str(folder), _folder_stamp(str(folder)))
-    except (CheckpointError, OSError, ValueError) as err:
-        message = plain_error(err) if isinstance(err, OSError) else str(err)
-        st.session_state["attention_failed"] = (source, message)
-        st.error(message)
-        return None
-    st.session_state.pop("attention_failed", None)
+    return load_typed_source(source, "attention_failed", _load_hf)
+
+
+def _load_hf(source: str) -> tuple[object, object, str]:
+    """(model, tokenizer, cache key); a hub id downloads (or fails with the offline message) here."""
+    folder, _ = resolve(source)
+    model, tokenizer = _hf_model(str(folder), _folder_stamp(str(folder)))
     return model, tokenizer, f"{folder}:{_folder_stamp(str(folder))}"
 
 

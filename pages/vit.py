@@ -16,12 +16,13 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from genlib.checkpoints import CheckpointError, is_local_folder, resolve, shipped_dir
+from genlib.checkpoints import is_local_folder, resolve, shipped_dir
 from genlib.data import (DIGIT_UPLOAD_FORMATS, PHOTO_UPLOAD_FORMATS, UploadError, format_names, load_photo_upload,
                          load_upload, mnist, upload_types)
 from genlib.images import from_uint8
-from genlib.families.transformers.vit import SHIPPED_VIT, Explained, ViTSource, load_vit_source, overlay_map
-from pages._ui import caps, check_source, checkpoint_mtime, demo_caption, require_router
+from genlib.families.transformers.vit import SHIPPED_VIT
+from genlib.families.transformers.vit_explain import Explained, ViTSource, load_vit_source, overlay_map
+from pages._ui import caps, checkpoint_mtime, demo_caption, load_typed_source, require_router
 
 require_router()
 
@@ -54,21 +55,13 @@ def pick_model() -> ViTSource | None:
         if not source:
             st.info("Type a folder or a hub id to load it.")
             return None
-    failed = st.session_state.get("vit_failed")
-    if failed and failed[0] == source and not is_local_folder(source):
-        st.error(failed[1])   # do not retry a hub download on every rerun
-        return None
-    try:
-        check_source(source)
-        mtime = checkpoint_mtime(resolve(source)[0]) if is_local_folder(source) else 0.0
-        model = _load(source, mtime)
-    except (CheckpointError, OSError, ValueError) as err:
-        message = str(err) if not isinstance(err, OSError) else f"{source} cannot be read ({err.strerror or 'error'})"
-        st.session_state["vit_failed"] = (source, message)
-        st.error(message)
-        return None
-    st.session_state.pop("vit_failed", None)
-    return model
+    return load_typed_source(source, "vit_failed", _load_source)
+
+
+def _load_source(source: str) -> ViTSource:
+    """The ViT at ``source``, cached by its folder's modification time (a hub id: by its name)."""
+    mtime = checkpoint_mtime(resolve(source)[0]) if is_local_folder(source) else 0.0
+    return _load(source, mtime)
 
 
 def pick_image(model: ViTSource):

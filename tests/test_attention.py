@@ -329,3 +329,11 @@ def test_the_page_says_what_is_wrong_with_a_bad_source(tmp_path):
     at.run()
     assert not at.exception
     assert any("offline" in e.value or "Hub" in e.value for e in at.error)
+    # The failed hub id is remembered: the next rerun shows the message without trying the hub again.
+    remembered = at.session_state["attention_failed"]
+    assert remembered[0] == "nobody-here/no-such-model"
+    at.run()
+    assert [e.value for e in at.error] == [remembered[1]]
+    at.session_state["attention_hf_source"] = str(tmp_path)   # a local folder is always retried
+    at.run()
+    assert any("no config.json" in e.value for e in at.error)

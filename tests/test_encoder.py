@@ -21,9 +21,10 @@ from sklearn.metrics import f1_score
 from conftest import wait_for
 from genlib import background
 from genlib.checkpoints import CheckpointError
-from genlib.families.transformers.encoder import (FinetuneConfig, FinetuneJob, PretrainConfig, encoder_folder,
-                                                  finetune_encoder, finetuned_runs, load_classifier, predict,
-                                                  pretrain_encoder, read_finetune_metrics, start_finetune_job)
+from genlib.families.transformers.encoder import (FinetuneConfig, FinetuneJob, encoder_folder, finetune_encoder,
+                                                  finetuned_runs, load_classifier, predict, read_finetune_metrics,
+                                                  start_finetune_job)
+from genlib.families.transformers.encoder_pretrain import PretrainConfig, pretrain_encoder
 from genlib.families.transformers.encoder_cli import ENCODER_COMMANDS
 from genlib.families.transformers.textclass import (MAX_CSV_BYTES, DatasetError, builtin_dataset,
                                                     classification_metrics, read_csv_dataset, tfidf_baseline)

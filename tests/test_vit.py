@@ -18,9 +18,10 @@ from safetensors import safe_open
 from genlib.checkpoints import CheckpointError
 from genlib.config import ConfigError
 from genlib.families.transformers import vit
-from genlib.families.transformers.vit import (Explained, ViTConfig, ViTTrainConfig, VisionTransformer,
-                                              attention_rollout, augment, cls_maps, load_vit, load_vit_source,
-                                              rollout_matrix, save_vit, train_vit)
+from genlib.families.transformers.vit import (ViTConfig, ViTTrainConfig, VisionTransformer, augment, load_vit, save_vit,
+                                              train_vit)
+from genlib.families.transformers.vit_explain import (Explained, ViTSource, attention_rollout, cls_maps,
+                                                      load_vit_source, overlay_map, rollout_matrix)
 from genlib.families.transformers.vit_cli import VIT_COMMANDS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -65,7 +66,7 @@ def test_cls_maps_take_row_zero_over_the_patches():
 def test_a_tiny_vit_gives_per_head_maps_and_a_rollout(core_mnist):
     torch.manual_seed(0)
     model = VisionTransformer(TINY).eval()
-    source = vit.ViTSource("tiny", model, {})
+    source = ViTSource("tiny", model, {})
     e = source.explain(core_mnist.test_images[0])
     assert isinstance(e, Explained) and e.grid == (4, 4) and e.image.shape == (28, 28)
     assert len(e.attentions) == 2 and all(a.shape == (2, 17, 17) for a in e.attentions)
@@ -79,7 +80,7 @@ def test_a_tiny_vit_gives_per_head_maps_and_a_rollout(core_mnist):
     # the logits from forward and from forward_attentions agree
     x = core_mnist.test_images[:3]
     assert torch.allclose(model(x), model.forward_attentions(x)[0])
-    assert vit.overlay_map(maps[0], (28, 28)).shape == (28, 28)
+    assert overlay_map(maps[0], (28, 28)).shape == (28, 28)
 
 
 def test_a_tiny_vit_trains_two_steps_with_a_finite_loss(core_slice):
@@ -188,7 +189,7 @@ def test_bad_sources_fail_in_words(tmp_path, core_mnist):
     assert "could not be loaded" in refused(str(broken))
     assert "Hugging Face Hub" in refused("nobody-here/no-such-vit")   # offline, or the hub off here
     with pytest.raises(ValueError, match="1 or 3 channels"):
-        vit.ViTSource("tiny", VisionTransformer(TINY), {}).explain(torch.zeros(2, 28, 28))
+        ViTSource("tiny", VisionTransformer(TINY), {}).explain(torch.zeros(2, 28, 28))
     with pytest.raises(ValueError, match="layer 5 does not exist"):
         cls_maps(_layers(), 5, (1, 2))
     with pytest.raises(ValueError, match="no attention layers"):

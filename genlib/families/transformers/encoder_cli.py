@@ -14,8 +14,8 @@ from pathlib import Path
 
 from genlib.checkpoints import CheckpointError
 from genlib.cli import Command, _add_config_flags, _picked
-from genlib.families.transformers.encoder import (FinetuneConfig, PretrainConfig, encoder_folder, finetune_encoder,
-                                                  pretrain_encoder)
+from genlib.families.transformers.encoder import FinetuneConfig, encoder_folder, finetune_encoder
+from genlib.families.transformers.encoder_pretrain import PretrainConfig, pretrain_encoder
 from genlib.families.transformers.textclass import MAX_CSV_BYTES, builtin_dataset, read_csv_dataset
 
 PRINT_EVERY = 25
