@@ -201,24 +201,29 @@ def write_extra(folder: str | Path, name: str, content: str | bytes) -> None:
 
 
 def store_half_precision(folder: str | Path) -> tuple[int, int]:
-    """Rewrite a checkpoint's model.safetensors with its floating-point tensors in float16 (integer
-    buffers untouched), atomically. The model loads it back as float32 (``load_state_dict`` casts),
-    so a shipped checkpoint takes half the space; its scores move by less than the sampling noise
-    (vae-mnist's Fréchet distance 605.01 -> 605.02). Returns (bytes before, bytes after)."""
-    weights = Path(folder) / WEIGHTS_FILE
-    if not weights.is_file():
-        raise CheckpointError(f"{folder} has no {WEIGHTS_FILE} (a diffusers folder keeps its own layout)")
-    before = weights.stat().st_size
-    state = load_file(str(weights))
-    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    tmp = weights.with_name(f".{WEIGHTS_FILE}.tmp-{uuid.uuid4().hex[:12]}")
-    try:
-        save_file(half, str(tmp), metadata={"format": "pt"})
-        shutil.copymode(Path(folder) / CONFIG_FILE, tmp)  # safetensors writes 0600; keep the folder's mode
-        os.replace(tmp, weights)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return before, weights.stat().st_size
+    """Rewrite every .safetensors file in a checkpoint folder (model.safetensors, or the weights in
+    the sub-folders of a diffusers pipeline) with its floating-point tensors in float16 (integer
+    buffers untouched), each atomically. The model loads them back as float32 (``load_state_dict``
+    casts), so a shipped checkpoint takes half the space; its scores move by less than the sampling
+    noise (vae-mnist's Fréchet distance 605.01 -> 605.02, diffusion-mnist's 346.85 -> 347.02). Returns
+    (bytes before, bytes after), summed over the files."""
+    files = sorted(Path(folder).rglob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{folder} has no {WEIGHTS_FILE} nor any other .safetensors weights")
+    before = after = 0
+    for weights in files:
+        before += weights.stat().st_size
+        state = load_file(str(weights))
+        half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+        tmp = weights.with_name(f".{weights.name}.tmp-{uuid.uuid4().hex[:12]}")
+        try:
+            save_file(half, str(tmp), metadata={"format": "pt"})
+            shutil.copymode(weights, tmp)  # safetensors writes 0600; keep the file's mode
+            os.replace(tmp, weights)
+        finally:
+            tmp.unlink(missing_ok=True)
+        after += weights.stat().st_size
+    return before, after
 
 
 # -- finding -----------------------------------------------------------------------------------------

@@ -175,6 +175,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from genlib.checkpoints import read_info, resolve, write_extra
     from genlib.comparison import Evaluator, score_checkpoint, write_checkpoint_scorecard
     from genlib.evaluation import metrics_dict
+    from genlib.runs import refresh_card_metrics
 
     folder, origin = resolve(args.source)  # a bad source fails here, in milliseconds, before the evaluator loads
     info = read_info(folder, origin)
@@ -191,6 +192,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         old = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
         kept = {k: old[k] for k in ("status", "train_steps", "train_seconds") if k in old}
         write_extra(folder, "metrics.json", json.dumps({**metrics, **kept}, indent=2))
+        if (folder / "README.md").is_file():
+            model_card = (folder / "README.md").read_text(encoding="utf-8")
+            write_extra(folder, "README.md", refresh_card_metrics(model_card, {**metrics, **kept}))
         written = write_checkpoint_scorecard(folder, card, evaluator, num_samples=args.num, seed=args.seed)
         print(f"updated {folder / 'metrics.json'} and {written.name} (+ .npz)", file=sys.stderr)
     return 0

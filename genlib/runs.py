@@ -110,12 +110,31 @@ def model_card(family: str, model: GenerativeModel, train: TrainConfig, metrics:
     lines = [f"---\n{card.to_yaml()}\n---\n", f"# {family}: {model.description}",
              "", f"Status: {status}. Trained with genlib on {DATASET_DESCRIPTIONS.get(dataset, dataset)}.",
              "", "## Config", "```json", json.dumps(model.config.to_dict(), indent=2), "```",
-             "", "## Training", "```json", train.to_json(), "```", "", "## Metrics", "",
-             "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()
-              if not isinstance(v, (dict, list))]
-    lines += ["", "Load it with `genlib.load_model(path_or_hub_id)`."]
+             "", "## Training", "```json", train.to_json(), "```", "", *metrics_section(metrics),
+             "", "Load it with `genlib.load_model(path_or_hub_id)`."]
     return "\n".join(lines) + "\n"
+
+
+def metrics_section(metrics: dict[str, Any]) -> list[str]:
+    """The card's "## Metrics" heading and table, one row per scalar metric."""
+    rows = [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()
+            if not isinstance(v, (dict, list))]
+    return ["## Metrics", "", "| metric | value |", "|---|---|", *rows]
+
+
+def refresh_card_metrics(card: str, metrics: dict[str, Any]) -> str:
+    """A model card with its metrics table replaced by ``metrics`` (a card without one gets it at the end).
+
+    Used when a checkpoint is re-scored (``eval --write``): the card must not keep the figures of an
+    older evaluator or of the weights before they were stored as float16."""
+    lines = card.rstrip("\n").split("\n")
+    if "## Metrics" not in lines:
+        return "\n".join([*lines, "", *metrics_section(metrics)]) + "\n"
+    start = lines.index("## Metrics")
+    end = start + 1
+    while end < len(lines) and (not lines[end].strip() or lines[end].startswith("|")):
+        end += 1   # the blank line and the table rows; what follows (the load line) is kept
+    return "\n".join([*lines[:start], *metrics_section(metrics), "", *lines[end:]]).rstrip("\n") + "\n"
 
 
 def save_run(model: GenerativeModel, train: TrainConfig, result: TrainResult, out: str | Path,

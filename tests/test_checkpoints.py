@@ -335,4 +335,21 @@ def test_half_precision_weights_halve_the_file_and_load_back_as_float32(core_tin
     gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     assert torch.allclose(loaded.sample(4, generator=gen()), model.eval().sample(4, generator=gen()), atol=5e-3)
     with pytest.raises(CheckpointError, match="has no model.safetensors"):
-        store_half_precision(tmp_path)
+        store_half_precision(tmp_path / "g" / "nothing-here")
+
+
+def test_half_precision_covers_a_diffusers_pipeline_folder(core_tiny_model, tmp_path):
+    """A diffusion checkpoint keeps its weights in unet/; they are halved there and load back as float32."""
+    from safetensors.torch import load_file
+
+    from genlib.checkpoints import store_half_precision
+
+    model = core_tiny_model("diffusion")
+    folder = save_folder(tmp_path / "d", model, {"family": "diffusion", "model": model.config.to_dict()})
+    weights = sorted(folder.rglob("*.safetensors"))
+    assert weights and all(w.parent.name == "unet" for w in weights)
+    before, after = store_half_precision(folder)
+    assert after < 0.6 * before
+    assert {v.dtype for w in weights for v in load_file(str(w)).values()} == {torch.float16}
+    loaded, _ = load_model(folder)
+    assert next(loaded.parameters()).dtype == torch.float32

@@ -271,6 +271,10 @@ def test_eval_matches_the_scoring_code_and_can_update_metrics_json(core_cli_call
     assert after["num_samples"] == 100 and after["train_steps"] == before["train_steps"] == 5
     assert after["status"] == "finished" and "class_accuracy" in after
     assert json.loads(capsys.readouterr().out)["num_samples"] == 100
+    card = (cvae / "README.md").read_text()   # the card's table now holds the new figures, once
+    assert card.count("## Metrics") == 1 and "| num_samples | 100 |" in card
+    assert f"| frechet_distance | {after['frechet_distance']:.4g} |" in card
+    assert card.rstrip().endswith("Load it with `genlib.load_model(path_or_hub_id)`.")
 
 
 def test_compare_writes_the_report(core_cli_calls):
@@ -362,3 +366,13 @@ def test_unknown_flag_is_an_argparse_error(tmp_path, capsys):
     assert exit_.value.code == 2
     assert "unrecognized arguments: --latnt-dim 4" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "o").exists()
+
+
+def test_a_rescored_card_keeps_its_text_and_swaps_only_the_table():
+    from genlib.runs import refresh_card_metrics
+
+    card = "# vae\n\n## Metrics\n\n| metric | value |\n|---|---|\n| frechet_distance | 281.5 |\n\nLoad it with x.\n"
+    fresh = refresh_card_metrics(card, {"frechet_distance": 605.02, "likelihood": "bound", "missing": {"a": "b"}})
+    assert fresh == ("# vae\n\n## Metrics\n\n| metric | value |\n|---|---|\n| frechet_distance | 605 |\n"
+                     "| likelihood | bound |\n\nLoad it with x.\n")
+    assert refresh_card_metrics("# bare card\n", {"kid": 3}).endswith("| metric | value |\n|---|---|\n| kid | 3 |\n")
