@@ -105,7 +105,10 @@ def test_home_groups_models_by_family_links_each_page_and_shows_the_score_scale(
     for group in ("Autoencoders", "GANs", "Diffusion"):
         page.get_by_role("heading", name=group, exact=True).wait_for()
     bars = page.locator('[data-testid="stProgress"]').filter(has_text="real digits")
-    bars.first.wait_for()
+    # The cards arrive one by one; on a loaded CPU the browser had drawn 4 of them when the script's
+    # state already read "notRunning". Wait for the bars themselves (a missing score still fails here).
+    page.wait_for_function("n => [...document.querySelectorAll('[data-testid=\"stProgress\"]')]"
+                           ".filter(bar => bar.innerText.includes('real digits')).length >= n", arg=9, timeout=60_000)
     assert bars.count() >= 9 and "noise" in bars.first.inner_text()
     body = page.locator('[data-testid="stMain"]').inner_text()
     assert "Fréchet distance ↓" in body and "frechet_distance" not in body
