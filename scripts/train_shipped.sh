@@ -45,7 +45,8 @@ want gpt-pydoc && run "gpt-pydoc float16" python -m genlib half checkpoints/gpt-
 # in its metrics.json beside the TF-IDF baseline).
 want vit-digits && OMP_NUM_THREADS=2 run vit-digits python -m genlib train-vit --out checkpoints/vit-digits
 want bert-mini-pydoc && OMP_NUM_THREADS=2 run bert-mini-pydoc python -m genlib pretrain-encoder \
-  --out checkpoints/bert-mini-pydoc --also-docstrings --steps 4000 --max-minutes 13
+  --out checkpoints/bert-mini-pydoc --also-docstrings --steps 8000 --max-minutes 25
+want bert-mini-pydoc && run "bert-mini-pydoc float16" python -m genlib half checkpoints/bert-mini-pydoc
 want bert-mini-pydoc && OMP_NUM_THREADS=2 run "bert-mini-pydoc fine-tune" python -m genlib finetune \
   checkpoints/bert-mini-pydoc --out runs/bert-mini-pydoc-stdlib-docs --record
 # Shipped weights as float16 (half the size; the scores do not move: vae-mnist FD 605.01 -> 605.02,
