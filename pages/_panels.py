@@ -19,8 +19,9 @@ from genlib.checkpoints import WEIGHTS_FILE, CheckpointError
 from genlib.images import grid_png, to_png
 from genlib.runs import JobView, preview_samples, start_training_job
 from genlib.scoring import METRIC_BY_KEY, metric_title
-from pages._ui import (GRID_SCALE, Picked, config_widgets, demo_caption, download_png, global_seed, keep_widget_state,
-                       loss_figure, make_config, progress_text, select_checkpoint, visitor, visitor_token, watch)
+from pages._ui import (GRID_SCALE, Picked, demo_caption, download_png, global_seed, loss_figure, progress_text,
+                       select_checkpoint, visitor, visitor_token, watch)
+from pages._widgets import config_widgets, keep_widget_state, make_config
 
 
 def running_job(key_prefix: str) -> Work | None:

@@ -22,8 +22,8 @@ from genlib.families.transformers.attention import (DEFAULT_MAX_TOKENS, Attentio
 from genlib.families.transformers.attention_views import (LINE_VIEW_MAX_TOKENS, figure_html, head_view, head_view_png,
                                                           label, model_view, model_view_png, neuron_view,
                                                           neuron_view_png, picked_thumbnail)
-from pages._ui import (checkpoint_mtime, keep_widget_state, load_cached, load_typed_source, require_router,
-                       visible_checkpoints)
+from pages._ui import (checkpoint_mtime, load_cached, load_typed_source, require_router, visible_checkpoints)
+from pages._widgets import keep_widget_state
 
 require_router()
 

@@ -23,8 +23,9 @@ from genlib.families.transformers.encoder import (SHIPPED_ENCODER, FinetuneConfi
                                                   start_finetune_job)
 from genlib.families.transformers.textclass import (MAX_CSV_BYTES, DatasetError, TextSet, builtin_dataset,
                                                     read_csv_dataset)
-from pages._ui import (caps, check_source, config_widgets, demo_caption, make_config, progress_text, require_router,
-                       scalars_figure, visitor, visitor_token, watch)
+from pages._ui import (caps, check_source, demo_caption, progress_text, require_router, scalars_figure, visitor,
+                       visitor_token, watch)
+from pages._widgets import config_widgets, make_config
 
 require_router()
 

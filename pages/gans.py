@@ -21,8 +21,9 @@ from genlib.families.gan import ToyConfig, ToySession, ToySnapshot, slerp, start
 from genlib.images import to_grid, to_png
 from genlib.metrics import coverage_from_counts, nearest_neighbours
 from pages._panels import metrics_panel, train_panel
-from pages._ui import (GRID_SCALE, Picked, checkpoint_picker, config_widgets, download_png, global_seed, make_config,
-                       model_tabs, page_families, require_router, sampling_widgets, scalars_figure, show_grid, watch)
+from pages._ui import (GRID_SCALE, Picked, checkpoint_picker, download_png, global_seed, model_tabs, page_families,
+                       require_router, scalars_figure, show_grid, watch)
+from pages._widgets import config_widgets, make_config, sampling_widgets
 
 require_router()
 

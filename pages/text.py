@@ -16,9 +16,9 @@ from genlib.data import TEXT_UPLOAD_TYPES, UploadError, load_text_upload, save_t
 from genlib.demo import limits
 from genlib.families.transformers.generation import stream_text
 from pages._panels import metrics_panel, train_panel
-from pages._ui import (Picked, caps, checkpoint_picker, config_widgets, demo_caption, global_seed, make_config,
-                       model_tabs,
-                       page_families, require_router, scalars_figure)
+from pages._ui import (Picked, caps, checkpoint_picker, demo_caption, global_seed, model_tabs, page_families,
+                       require_router, scalars_figure)
+from pages._widgets import config_widgets, make_config
 
 require_router()
 

@@ -216,7 +216,7 @@ def test_uploads(app_env):
 def test_invalid_settings_end_in_an_error(app_env):
     at = AppTest.from_string(
         "from genlib.families.autoencoders import AEConfig\n"
-        "from pages._ui import make_config\n"
+        "from pages._widgets import make_config\n"
         "make_config(AEConfig, {'latent_dim': 1})\n",
         default_timeout=TIMEOUT)
     at.run()
