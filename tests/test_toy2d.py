@@ -130,19 +130,6 @@ def toy_sessions():
         assert not s._thread.is_alive(), f"session {s.id} did not stop"
 
 
-def _settled_step(session: ToySession, timeout: float = 2.0) -> int:
-    """The model's step once the worker has stopped stepping (two looks 0.1 s apart agree)."""
-    end = time.monotonic() + timeout
-    last = session.snapshot().state.step
-    while time.monotonic() < end:
-        time.sleep(0.1)
-        now = session.snapshot().state.step
-        if now == last:
-            return now
-        last = now
-    raise AssertionError("the worker did not stop stepping")
-
-
 def test_session_start_pause_single_step_cancel(toy_sessions):
     session = start_toy_session({"distribution": "moons", "num_points": 64}, steps_per_tick=3)
     toy_sessions.append(session)
@@ -154,10 +141,13 @@ def test_session_start_pause_single_step_cancel(toy_sessions):
     assert isinstance(snap.state, ToySnapshot) and not hasattr(snap.state, "status")
     assert snap.state.fake.shape == (64, 2) and snap.state.surface.shape == (60, 60)
     assert 0 < snap.step <= snap.state.step and snap.total_steps == ToyConfig().max_steps  # progress towards max_steps
-    session.pause()
+    with session.lock:  # hold the model, as a page drawing it does, so the worker waits for it...
+        time.sleep(0.1)  # ...past its wait_while_paused: it was running when it last looked
+        session.pause()
+        paused_at = session.model.steps
     assert session.snapshot().status == "paused"
-    paused_at = _settled_step(session)
-    time.sleep(0.1)
+    assert session.snapshot().state.step == paused_at  # the worker saw the pause once it had the lock
+    time.sleep(0.3)
     assert session.snapshot().state.step == paused_at and session.snapshot().status == "paused"
     assert session._thread.is_alive()  # held at wait_while_paused, not ended
     assert set(session.single_step("d")) >= {"d_loss", "d_real", "d_fake"}

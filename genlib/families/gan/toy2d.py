@@ -278,6 +278,8 @@ class ToySession(Work):
         while True:
             control.wait_while_paused()
             with self.lock:
+                if self.status != "running":  # paused between the wait and the lock: no step after pause()
+                    continue
                 for _ in range(self.steps_per_tick):
                     try:
                         self.model.step()
@@ -293,6 +295,15 @@ class ToySession(Work):
     def view(self) -> ToySnapshot:
         """The picture of the model now."""
         return self.model.snapshot()
+
+    def pause(self) -> None:
+        """Hold the session; once this returns the model takes no further step until ``start``.
+
+        Taking the model's lock waits for a tick in progress, so the paused picture a page draws next
+        shows the step the session really stopped at (single steps then count on from it).
+        """
+        with self.lock:
+            super().pause()
 
     def start(self, steps_per_tick: int = 5) -> None:
         """Run continuously, ``steps_per_tick`` G updates every tick (RunnerBusy at the limit)."""
