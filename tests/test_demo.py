@@ -300,3 +300,10 @@ def test_every_page_runs_in_demo_mode_and_states_its_caps(demo_env, app_env, mon
             assert "Hosted demo limits: at most 1,500 training steps per job; 3 min of training per job" in said, page
     visitors = list((demo_env / "visitors").iterdir())
     assert len(visitors) == 1 and (visitors[0] / "runs").is_dir()   # this session's folder, and only it
+
+
+def test_the_community_cloud_pipfile_matches_requirements():
+    """Community Cloud installs the Pipfile, not requirements.txt: a package added to one only must fail here."""
+    root = Path(__file__).resolve().parent.parent
+    check = subprocess.run([sys.executable, "scripts/cloud_deps.py"], cwd=root, capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
