@@ -240,6 +240,11 @@ class GenerativeModel(nn.Module):
     def on_train_end(self, train_images: Tensor, train_labels: Tensor) -> None:
         """Called once when training stops (finished or cancelled), e.g. to fit a latent prior. Default: nothing."""
 
+    def card_notes(self) -> list[str]:
+        """Sentences the model card adds about what this model does that its config alone does not say
+        (how it samples, say). Default: none."""
+        return []
+
     def held_out_metrics(self) -> dict[str, Any]:
         """Metrics a family measures itself on its data kind's held-out set, for kinds the shared evaluator
         does not score (digits are scored by genlib.scoring); stored in the run's metrics.json. Default: none."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import errno
 import io
 import json
+import os
+import platform
 import shutil
 import threading
 import time
@@ -108,11 +110,20 @@ def model_card(family: str, model: GenerativeModel, train: TrainConfig, metrics:
     dataset = _dataset(model)
     card = ModelCardData(library_name="genlib", tags=["genlib", family, dataset], datasets=[dataset])
     lines = [f"---\n{card.to_yaml()}\n---\n", f"# {family}: {model.description}",
-             "", f"Status: {status}. Trained with genlib on {DATASET_DESCRIPTIONS.get(dataset, dataset)}.",
+             "", f"Status: {status}. Trained with genlib on {DATASET_DESCRIPTIONS.get(dataset, dataset)}, "
+                 f"on {device_description(model.device)}.", *model.card_notes(),
              "", "## Config", "```json", json.dumps(model.config.to_dict(), indent=2), "```",
              "", "## Training", "```json", train.to_json(), "```", "", *metrics_section(metrics),
              "", "Load it with `genlib.load_model(path_or_hub_id)`."]
     return "\n".join(lines) + "\n"
+
+
+def device_description(device: torch.device) -> str:
+    """The hardware a run trained on, for its model card: the GPU's name, or the CPU's cores and torch threads."""
+    if device.type == "cuda":
+        return f"a GPU ({torch.cuda.get_device_name(device)})"
+    threads = torch.get_num_threads()
+    return f"the CPU ({platform.machine()}, {os.cpu_count()} cores, {threads} torch thread{'s' * (threads > 1)})"
 
 
 def metrics_section(metrics: dict[str, Any]) -> list[str]:

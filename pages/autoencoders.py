@@ -63,8 +63,8 @@ def samples_tab(p: Picked) -> None:
         if mode == "a single digit":
             digit = digit_choice(m, "Digit to draw", "ae_sample_digit")
     images, nrow = analysis.sample_grid(m, seed, n=64, digit=digit)
-    png = show_grid(images, nrow, caption=f"{len(images)} samples from the prior · seed {seed} "
-                                          "(change the global seed in the sidebar for new ones)")
+    png = show_grid(images, nrow, caption=f"{len(images)} samples from the prior · seed {seed} (change the global "
+                                          f"seed in the sidebar for new ones) · the prior: {m.prior_summary()}")
     download_png(png, f"{p.info.name}-samples-seed{seed}.png", key="ae_dl_samples")
 
 
@@ -148,8 +148,8 @@ def latent_tab(p: Picked) -> None:
     with manifold:
         digit = digit_choice(m, "Draw the grid as digit", "ae_manifold_digit")
         grid = analysis.manifold_grid(m, n=15, label=digit)
-        spans = ("standard-normal quantiles 5%…95%" if m.has("likelihood")
-                 else "mean ± 2 std of the Gaussian fitted to the training codes")
+        spans = ("mean ± 2 std of the prior fitted to the training codes" if m.fitted_prior
+                 else "standard-normal quantiles 5%…95%")
         show_grid(grid, 15, f"decoded 15x15 grid over z1 (left→right) and z2 (bottom→top): {spans}", scale=2)
 
 

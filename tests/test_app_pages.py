@@ -84,6 +84,8 @@ def test_the_global_seed_drives_the_samples(app_env):
     at.session_state["global_seed"] = 7  # the sidebar widget's key
     run_clean(at)
     assert any(c.startswith("64 samples from the prior · seed 7") for c in captions(at))
+    assert any(c.endswith("the prior: a mixture of 20 full-covariance Gaussians, fitted to the training codes")
+               for c in captions(at))  # the shipped VAE's fitted prior, named where its samples are shown
     seven = at.get("image")[0].value
     at.session_state["global_seed"] = 0
     run_clean(at)

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,6 +126,8 @@ def test_train_writes_a_complete_checkpoint_folder(core_cli_runs):
     card = (vae / "README.md").read_text()
     assert card.startswith("---\n") and "library_name: genlib" in card and "# vae:" in card
     assert "frechet_distance" in card
+    assert re.search(r"on the CPU \(\S+, \d+ cores, \d+ torch threads?\)", card)  # which device trained it
+    assert "It samples z from the standard normal N(0, I)" in card  # the family's own note: how it samples
     model, info = genlib.load_model(vae)
     assert info.family == "vae" and model.config.latent_dim == 4
 

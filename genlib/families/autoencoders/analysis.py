@@ -66,14 +66,23 @@ def decode(model: GenerativeModel, z: Tensor, labels: Tensor | None = None) -> T
 
 
 def prior_stats(model: Autoencoder) -> tuple[Tensor, Tensor]:
-    """(mean (D,), std (D,)) of the Gaussian the model samples its codes from.
+    """(mean (D,), std (D,)) of the prior the model samples its codes from.
 
-    VAEs: N(0, I) (their buffers keep that value). Plain and denoising AEs: the Gaussian fitted to
-    the training codes after training (``prior_mean``, ``prior_scale_tril``); std is the square root
-    of the diagonal of L L^T, i.e. the row norms of the Cholesky factor L.
+    A VAE with ``prior_components=0``: N(0, I) (its buffers keep that value). Otherwise the prior
+    fitted to the training codes: for one Gaussian, its mean and the square root of the diagonal of
+    L L^T (the row norms of the Cholesky factor L); for a mixture, the mixture's own mean and std
+    (classes weighted equally for a conditional model).
     """
-    return (model.prior_mean.detach().float().cpu(),
-            model.prior_scale_tril.detach().float().cpu().pow(2).sum(1).sqrt())
+    means = model.prior_mean.detach().float().cpu()
+    variances = model.prior_scale_tril.detach().float().cpu().pow(2).sum(-1)  # diag(L L^T): (D,) or (S,D)
+    if means.dim() == 1:
+        return means, variances.sqrt()
+    k = model.config.prior_components
+    weights = model.prior_log_weight.detach().float().cpu().view(-1, k).softmax(1).flatten()
+    weights = weights / weights.sum()                                          # (S,)
+    mean = (weights[:, None] * means).sum(0)
+    second_moment = (weights[:, None] * (variances + means.pow(2))).sum(0)
+    return mean, (second_moment - mean.pow(2)).clamp_min(0).sqrt()
 
 
 # -- sampling and reconstruction ---------------------------------------------------------------------
@@ -204,16 +213,16 @@ def latent_projection(model: GenerativeModel, images: Tensor, labels: Tensor, me
 def manifold_grid(model: GenerativeModel, n: int = 15, label: int | None = None) -> Tensor:
     """Decode an n x n grid of codes spanning a 2-D latent space: (n*n,1,28,28).
 
-    Only for ``latent_dim == 2``. Models with a likelihood (VAEs, prior N(0, I)) use the
-    standard-normal quantiles of linspace(0.05, 0.95, n) on each axis; plain and denoising AEs
-    span the fitted prior's mean +- 2 std. Row-major order: the top row has the largest z2,
-    columns go from the smallest to the largest z1, so ``to_grid(images, nrow=n)`` shows the
-    usual picture. Conditional models draw every cell as ``label`` (default 0).
+    Only for ``latent_dim == 2``. VAEs sampling from N(0, I) use the standard-normal quantiles
+    of linspace(0.05, 0.95, n) on each axis; models with a fitted prior span its mean +- 2 std.
+    Row-major order: the top row has the largest z2, columns go from the smallest to the largest
+    z1, so ``to_grid(images, nrow=n)`` shows the usual picture. Conditional models draw every
+    cell as ``label`` (default 0).
     """
     if model.config.latent_dim != 2:
         raise ValueError(f"a manifold grid needs a 2-D latent space; this model has {model.config.latent_dim}")
     mean, std = prior_stats(model)
-    if model.has("likelihood"):
+    if not model.fitted_prior:
         t = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
     else:
         t = torch.linspace(-2.0, 2.0, n)

@@ -7,6 +7,15 @@ All four share one small convolutional encoder/decoder:
 
 The VAE's code is (mu, logvar); the conditional VAE appends a one-hot label to the encoder's
 features and to z. Decoders emit logits; images are ``sigmoid(logits)``.
+
+Sampling prior. A plain AE has no prior, so after training it fits one to the training codes; a VAE
+trains against N(0, I) but its aggregate posterior leaves holes there, and decoding z from those
+holes draws blurred or ambiguous digits. With ``prior_components = k`` the model fits a mixture of k
+full-covariance Gaussians to the training codes (the posterior means for a VAE) after training and
+samples from it: ex-post density estimation (Ghosh et al., "From Variational to Deterministic
+Autoencoders", ICLR 2020). A conditional VAE fits k per class, so z agrees with the label it is
+decoded with. The buffers ``prior_mean`` (S,D), ``prior_scale_tril`` (S,D,D) and ``prior_log_weight``
+(S,) hold S = k (x classes) components; with one Gaussian they keep the older shapes (D,) and (D,D).
 """
 from __future__ import annotations
 
@@ -16,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.distributions import MultivariateNormal
 
 from genlib.config import setting
 from genlib.data import corrupt
@@ -35,6 +45,8 @@ class AEConfig(ModelConfig):
     loss: str = setting("bce", "reconstruction loss: per-pixel binary cross-entropy or squared error",
                         choices=("bce", "mse"))
     mse_sigma: float = setting(0.1, "std of the Gaussian decoder that the MSE loss assumes", min=0.01, max=1.0)
+    prior_components: int = setting(1, "Gaussians in the mixture fitted to the training codes after training, "
+                                    "that samples are drawn from (per class for a conditional model)", min=1, max=64)
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,9 @@ class VAEConfig(AEConfig):
 
     beta: float = setting(1.0, "weight of the KL term (beta-VAE); 1 is the true ELBO", min=0.0, max=100.0)
     kl_warmup_steps: int = setting(0, "ramp beta up from 0 over this many steps", min=0, max=100_000)
+    prior_components: int = setting(0, "0: sample from the N(0, I) prior the ELBO trains with; k: from a mixture "
+                                    "of k Gaussians fitted to the posterior means after training (per class for "
+                                    "a conditional VAE)", min=0, max=64)
 
 
 @dataclass(frozen=True)
@@ -98,7 +113,7 @@ class Autoencoder(GenerativeModel):
     group = "Autoencoders"
     page = "pages/autoencoders.py"
     tiny_config = {"latent_dim": 2, "width": 4, "hidden": 16}
-    description = "Plain autoencoder; samples from a Gaussian fitted to its training codes"
+    description = "Plain autoencoder; samples from a Gaussian (mixture) fitted to its training codes"
     code_factor = 1  # encoder outputs code_factor * latent_dim numbers
 
     def __init__(self, config: AEConfig):
@@ -107,9 +122,85 @@ class Autoencoder(GenerativeModel):
         extra = self.num_classes if self.conditional else 0
         self.encoder = _Encoder(c.width, c.hidden, self.code_factor * c.latent_dim, extra)
         self.decoder = _Decoder(c.width, c.hidden, c.latent_dim + extra)
-        # Gaussian over codes, fitted in on_train_end; standard normal until then.
-        self.register_buffer("prior_mean", torch.zeros(c.latent_dim))
-        self.register_buffer("prior_scale_tril", torch.eye(c.latent_dim))
+        # The sampling prior, fitted in on_train_end (see the module docstring); standard normal until then.
+        slots = self.prior_slots
+        if slots == 1:  # one Gaussian: the shapes of every checkpoint saved before mixtures existed
+            self.register_buffer("prior_mean", torch.zeros(c.latent_dim))
+            self.register_buffer("prior_scale_tril", torch.eye(c.latent_dim))
+        else:
+            self.register_buffer("prior_mean", torch.zeros(slots, c.latent_dim))
+            self.register_buffer("prior_scale_tril", torch.eye(c.latent_dim).repeat(slots, 1, 1))
+            self.register_buffer("prior_log_weight", torch.full((slots,), -math.log(c.prior_components)))
+
+    # -- the sampling prior --------------------------------------------------------------------
+    @property
+    def fitted_prior(self) -> bool:
+        """True when samples come from a prior fitted to the training codes (False: a VAE's N(0, I))."""
+        return self.config.prior_components > 0
+
+    @property
+    def prior_slots(self) -> int:
+        """Gaussians the prior holds: k, or k per class for a conditional model (1 for N(0, I))."""
+        k = self.config.prior_components
+        return 1 if k == 0 else k * (self.num_classes if self.conditional else 1)
+
+    def prior_summary(self) -> str:
+        """The sampling prior in words, for pages and model cards."""
+        k = self.config.prior_components
+        if k == 0:
+            return "the standard normal N(0, I) the ELBO trains with"
+        per = " per digit" if self.conditional else ""
+        return ("a full-covariance Gaussian" if k == 1 else f"a mixture of {k} full-covariance Gaussians") + \
+            f"{per}, fitted to the training codes"
+
+    def card_notes(self) -> list[str]:
+        """The sampling prior, which the config names only by its number of components."""
+        return [f"It samples z from {self.prior_summary()}."]
+
+    def _prior_rows(self, labels: Tensor | None, n: int) -> Tensor:
+        """(n,) index of the block of k components each code is drawn from: its class, or 0."""
+        if self.conditional and self.prior_slots > 1:
+            return self.check_labels(labels, n).cpu()
+        return torch.zeros(n, dtype=torch.long)
+
+    def prior_log_prob(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """log p(z) (B,) under the sampling prior, for codes z (B,D) (and their labels if conditional)."""
+        if self.prior_mean.dim() == 1:
+            return MultivariateNormal(self.prior_mean, scale_tril=self.prior_scale_tril).log_prob(z)
+        k, d = self.config.prior_components, self.config.latent_dim
+        rows = self._prior_rows(labels, z.shape[0]).to(z.device)
+        means = self.prior_mean.view(-1, k, d)[rows]                   # (B,k,D)
+        trils = self.prior_scale_tril.view(-1, k, d, d)[rows]          # (B,k,D,D)
+        log_w = self.prior_log_weight.view(-1, k)[rows].log_softmax(1)  # (B,k)
+        per_component = MultivariateNormal(means, scale_tril=trils).log_prob(z[:, None, :])  # (B,k)
+        return (per_component + log_w).logsumexp(1)
+
+    @torch.no_grad()
+    def fit_prior(self, codes: Tensor, labels: Tensor | None = None) -> None:
+        """Fit the sampling prior to training codes (N,D) (and their labels (N,) if conditional)."""
+        if self.prior_slots == 1:  # one Gaussian: mean and covariance in closed form
+            cov = torch.cov(codes.T) + 1e-4 * torch.eye(codes.shape[1], device=codes.device)
+            self.prior_mean.copy_(codes.mean(0))
+            self.prior_scale_tril.copy_(torch.linalg.cholesky(cov))
+            return
+        from sklearn.mixture import GaussianMixture
+
+        k = self.config.prior_components
+        rows = self._prior_rows(labels, codes.shape[0])
+        means, trils, log_w = [], [], []
+        for row in range(self.prior_slots // k):
+            block = codes[rows.to(codes.device) == row].double().cpu().numpy()
+            if len(block) < 2 * k:
+                what = f"digit {row}" if self.conditional else "the training set"
+                raise ValueError(f"{what} has {len(block)} codes: too few to fit {k} Gaussians to "
+                                 f"(at least {2 * k}); lower prior_components")
+            gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-4, random_state=0).fit(block)
+            means.append(torch.from_numpy(gmm.means_))
+            trils.append(torch.linalg.cholesky(torch.from_numpy(gmm.covariances_)))
+            log_w.append(torch.from_numpy(gmm.weights_).log())
+        self.prior_mean.copy_(torch.cat(means))
+        self.prior_scale_tril.copy_(torch.cat(trils))
+        self.prior_log_weight.copy_(torch.cat(log_w))
 
     # -- conditioning --------------------------------------------------------------------------
     def _onehot(self, labels: Tensor | None, n: int) -> Tensor | None:
@@ -160,24 +251,31 @@ class Autoencoder(GenerativeModel):
 
     @torch.no_grad()
     def on_train_end(self, train_images: Tensor, train_labels: Tensor) -> None:
-        """Fit the sampling prior: a full-covariance Gaussian over the training images' codes."""
+        """Fit the sampling prior to the training images' codes (a VAE with prior_components=0 keeps N(0, I))."""
+        if not self.fitted_prior:
+            return
         codes = torch.cat([self.encode(xb.to(self.device), yb.to(self.device) if self.conditional else None)
                            for xb, yb in zip(train_images.split(512), train_labels.split(512))])
-        cov = torch.cov(codes.T) + 1e-4 * torch.eye(codes.shape[1], device=codes.device)
-        self.prior_mean.copy_(codes.mean(0))
-        self.prior_scale_tril.copy_(torch.linalg.cholesky(cov))
+        self.fit_prior(codes.float(), train_labels if self.conditional else None)
 
     # -- sampling ------------------------------------------------------------------------------
-    def sample_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """z (n,latent_dim) from the model's prior."""
+    def sample_latents(self, n: int, generator: torch.Generator | None = None, labels: Tensor | None = None) -> Tensor:
+        """z (n,latent_dim) from the model's prior (a conditional model's mixture needs the labels)."""
         eps = torch.randn((n, self.config.latent_dim), generator=generator).to(self.device)
-        return self.prior_mean + eps @ self.prior_scale_tril.T
+        if self.prior_mean.dim() == 1:
+            return self.prior_mean + eps @ self.prior_scale_tril.T
+        k = self.config.prior_components
+        rows = self._prior_rows(labels, n)
+        weights = self.prior_log_weight.detach().float().cpu().view(-1, k)[rows].softmax(1)   # (n,k)
+        slot = (rows * k + torch.multinomial(weights, 1, generator=generator).squeeze(1)).to(self.device)
+        return self.prior_mean[slot] + torch.einsum("nij,nj->ni", self.prior_scale_tril[slot], eps)
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, labels: Tensor | None = None,
                callback: SamplingCallback | None = None) -> Tensor:
         """Decode ``n`` codes drawn from the prior: images (N,1,28,28) in [0,1], in one step."""
-        images = self.decode(self.sample_latents(n, generator), self.check_labels(labels, n))
+        labels = self.check_labels(labels, n)
+        images = self.decode(self.sample_latents(n, generator, labels), labels)
         if callback is not None:
             callback(SamplingStep(0, 1, images, images))
         return images
@@ -201,7 +299,8 @@ class DenoisingAutoencoder(Autoencoder):
 
 @register("vae")
 class VAE(Autoencoder):
-    """Variational autoencoder with a standard normal prior and a diagonal Gaussian posterior."""
+    """Variational autoencoder: a diagonal Gaussian posterior trained against N(0, I); it samples from
+    N(0, I) or from a mixture fitted to its posterior means (``prior_components``)."""
 
     Config = VAEConfig
     likelihood = "bound"
@@ -213,12 +312,19 @@ class VAE(Autoencoder):
         mu, logvar = self.encoder(x, self._onehot(labels, x.shape[0])).chunk(2, dim=1)
         return mu, logvar.clamp(-12, 8)
 
-    def _elbo_terms(self, x: Tensor, labels: Tensor | None, generator: torch.Generator | None = None):
+    def _elbo_terms(self, x: Tensor, labels: Tensor | None, generator: torch.Generator | None = None,
+                    sampling_prior: bool = False):
+        """(reconstruction (B,), KL (B,)). Training measures KL to N(0, I) in closed form; with
+        ``sampling_prior`` and a fitted prior it is the one-sample estimate log q(z|x) - log p(z) for
+        the prior the model samples from, so the bound belongs to the model that draws the samples."""
         mu, logvar = self.posterior(x, labels)
         eps = (torch.randn(mu.shape, generator=generator).to(mu.device) if generator is not None
                else torch.randn_like(mu))
         z = mu + eps * torch.exp(0.5 * logvar)
         recon = self.reconstruction_loss(self._decode_logits(z, labels), x)      # (B,)
+        if sampling_prior and self.fitted_prior:
+            log_q = (-0.5 * (eps.pow(2) + logvar + math.log(2 * math.pi))).sum(1)
+            return recon, log_q - self.prior_log_prob(z, labels)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)               # (B,)
         return recon, kl
 
@@ -233,18 +339,15 @@ class VAE(Autoencoder):
                                  "beta": beta})
 
     @torch.no_grad()
-    def on_train_end(self, train_images: Tensor, train_labels: Tensor) -> None:
-        """A VAE samples from its own N(0,I) prior: nothing to fit."""
-
-    @torch.no_grad()
     def bits_per_dim(self, x: Tensor, labels: Tensor | None = None,
                      generator: torch.Generator | None = None) -> Tensor:
-        """Negative ELBO per image in bits/dim (B,): an upper bound on -log p(x).
+        """Negative ELBO per image in bits/dim (B,): an upper bound on -log p(x), under the prior the
+        model samples from (the fitted mixture when there is one).
 
         BCE: the Bernoulli decoder's bound on pixel intensities. MSE: a Gaussian density on
         [0,1], discretised to 256 levels (adds 8 bits/dim), so both are bits per 8-bit pixel.
         """
-        recon, kl = self._elbo_terms(x, labels, generator)
+        recon, kl = self._elbo_terms(x, labels, generator, sampling_prior=True)
         dims = x[0].numel()
         bpd = (recon + kl) / (dims * LOG2)
         return bpd + 8.0 if self.config.loss == "mse" else bpd
