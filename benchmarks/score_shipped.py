@@ -26,8 +26,36 @@ FORMATS = {"num_parameters": "{:,.0f}", "flops_per_sample": "{:.3g}", "frechet_d
            "sample_ms_per_image": "{:.3f}", "train": "{:.0f}"}
 
 
+# What every shipped image model is held to (issue 16): unconditional ones draw every digit often enough,
+# conditional ones draw the digit asked for.
+MIN_RAREST_SHARE, MIN_ENTROPY_BITS, MIN_CLASS_ACCURACY = 0.07, 3.28, 0.95
+
+
 def cell(fmt: str, value) -> str:
     return fmt.format(value) if is_number(value) else "n/a"
+
+
+def rarest_share(card) -> float | None:
+    """The share of samples the evaluator reads as the rarest digit (None without a class histogram)."""
+    counts = getattr(card, "class_counts", None)
+    return min(counts) / sum(counts) if counts is not None and sum(counts) else None
+
+
+def coverage_lines(cards) -> list[str]:
+    """One line per model: its coverage or class-accuracy target, its figures, met or MISSED."""
+    lines = []
+    for card in cards:
+        m = card.metrics
+        if is_number(m.get("class_accuracy")):
+            ok = m["class_accuracy"] >= MIN_CLASS_ACCURACY
+            lines.append(f"- `{card.name}`: class accuracy {m['class_accuracy']:.3f} (target ≥ {MIN_CLASS_ACCURACY}): "
+                         f"{'met' if ok else '**MISSED**'}")
+        elif rarest_share(card) is not None and is_number(m.get("class_entropy_bits")):
+            share, bits = rarest_share(card), m["class_entropy_bits"]
+            ok = share >= MIN_RAREST_SHARE and bits >= MIN_ENTROPY_BITS
+            lines.append(f"- `{card.name}`: rarest digit {100 * share:.1f}%, class entropy {bits:.3f} bits (targets "
+                         f"≥ {100 * MIN_RAREST_SHARE:.0f}% and ≥ {MIN_ENTROPY_BITS}): {'met' if ok else '**MISSED**'}")
+    return lines
 
 
 def main() -> None:
@@ -46,10 +74,12 @@ def main() -> None:
     print(file=sys.stderr)
     train_s = {info.name: info.metrics.get("train_seconds") for info in shipped}
     head = ["model", "family"] + [m.title for m in METRICS]
-    lines = ["| " + " | ".join(head + ["train s"]) + " |", "|" + "---|" * (len(head) + 1)]
+    lines = ["| " + " | ".join(head + ["rarest digit ↑", "train s"]) + " |", "|" + "---|" * (len(head) + 2)]
     for card in result.cards:
         cells = [f"`{card.name}`" if card.kind == "model" else f"*{card.name}*", card.family]
         cells += [cell(m.format, card.metrics.get(m.key)) for m in METRICS]
+        share = rarest_share(card)
+        cells.append("n/a" if share is None else f"{100 * share:.1f}%")
         cells.append(cell("{:.0f}", train_s.get(card.name)) if card.kind == "model" else "")
         lines.append("| " + " | ".join(cells) + " |")
     likelihood = ", ".join(f"{c.name}: {c.metrics['likelihood']}" for c in result.models if "likelihood" in c.metrics)
@@ -63,6 +93,11 @@ does not copy its training data can reach.
 
 {chr(10).join(lines)}
 
+Coverage and class accuracy (the evaluator's reading of the same samples):
+
+{chr(10).join(coverage_lines(result.models))}
+
+- rarest digit: the share of the samples read as the least drawn digit (10% when all are equal).
 - bits/dim kind: {likelihood or 'none'}.
 - n/a: the model has no such quantity (for example a GAN has no likelihood, an unconditional model
   no class accuracy); the Compare page shows the reason in the scoreboard.

@@ -146,6 +146,8 @@ elif crash in ("between-renames", "after-renames"):
     os.replace = replace
 model = build_model(family, config, seed=1)
 print(f"saving {model.num_parameters()} parameters", flush=True)
+if os.environ.get("SAVE_AT_LOWEST_PRIORITY"):
+    os.nice(19)  # only the save itself: importing torch at nice 19 on a loaded machine could take minutes
 save_run(model, TrainConfig(device="cpu"), TrainResult(steps=0), out, {})
 print("saved", flush=True)
 """
@@ -154,12 +156,12 @@ BIG_VAE = {"latent_dim": 16, "width": 128, "hidden": 2048}
 
 
 def _start_saving(out: Path, family: str, config: dict, crash: str, lowest_priority: bool = False) -> subprocess.Popen:
-    """The child saving a new version of ``out``; at the lowest CPU priority when the parent must catch it mid-way
-    (on a busy machine the parent then runs first, and each step of the save takes longer)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "GENLIB_RUNS_DIR": str(out.parent), "OMP_NUM_THREADS": "1"}
+    """The child saving a new version of ``out``; its save at the lowest CPU priority when the parent must catch it
+    mid-way (on a busy machine the parent then runs first, and each step of the save takes longer)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GENLIB_RUNS_DIR": str(out.parent), "OMP_NUM_THREADS": "1",
+           **({"SAVE_AT_LOWEST_PRIORITY": "1"} if lowest_priority else {})}
     return subprocess.Popen([sys.executable, "-c", CHILD, str(out), family, json.dumps(config), crash], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=(lambda: os.nice(19)) if lowest_priority else None)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _kill_when(proc: subprocess.Popen, appeared, timeout: float = 180.0) -> bool:
