@@ -1,10 +1,13 @@
 """Score every shipped checkpoint on equal terms and write the table into benchmarks/RESULTS.md.
 
-    python -m benchmarks.score_shipped [--num 1000] [--seed 0]
+    python -m benchmarks.score_shipped [--num 1000] [--seed 0] [--rescore]
 
 A measurement, not a test: it runs genlib.comparison.compare (the code behind the Compare page
 and `python -m genlib eval`) over every shipped generative checkpoint plus the reference image
-sets, and records how long the scoring took on this machine.
+sets, and records how long that took on this machine. By default the models' rows are their shipped
+scorecards (what Compare shows; written by `eval --write` with this evaluator, seed and sample count,
+which their key checks); ``--rescore`` scores every model afresh (a cold scoring, as on a machine
+without shipped scorecards) and times that.
 """
 from __future__ import annotations
 
@@ -63,12 +66,13 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
+    parser.add_argument("--rescore", action="store_true", help="score every model afresh, ignoring stored scorecards")
     args = parser.parse_args()
     # a fresh cache: the timing below is a cold first scoring, as on a new machine
     os.environ["GENLIB_SCORE_CACHE"] = tempfile.mkdtemp(prefix="genlib-score-")
     shipped = [info for info in list_checkpoints() if info.origin == "shipped"]
     start = time.perf_counter()
-    result = compare([info.name for info in shipped], seed=args.seed, num_samples=args.num,
+    result = compare([info.name for info in shipped], seed=args.seed, num_samples=args.num, use_cache=not args.rescore,
                      progress=lambda f, m: print(f"\r[{f:4.0%}] {m[:70]:70s}", end="", file=sys.stderr))
     seconds = time.perf_counter() - start
     print(file=sys.stderr)
@@ -83,6 +87,8 @@ def main() -> None:
         cells.append(cell("{:.0f}", train_s.get(card.name)) if card.kind == "model" else "")
         lines.append("| " + " | ".join(cells) + " |")
     likelihood = ", ".join(f"{c.name}: {c.metrics['likelihood']}" for c in result.models if "likelihood" in c.metrics)
+    how = ("Scoring afresh (`--rescore`: every model samples and is scored, cold)" if args.rescore else
+           "Reading the shipped scorecards (scored by `python -m genlib eval NAME --write`)")
     text = f"""# Shipped checkpoints, scored on equal terms
 
 Command: `python -m benchmarks.score_shipped --num {args.num} --seed {args.seed}` (the same code as the
@@ -101,8 +107,9 @@ Coverage and class accuracy (the evaluator's reading of the same samples):
 - bits/dim kind: {likelihood or 'none'}.
 - n/a: the model has no such quantity (for example a GAN has no likelihood, an unconditional model
   no class accuracy); the Compare page shows the reason in the scoreboard.
-- Cold scoring of all {len(result.models)} models and the 4 reference sets took {seconds:.1f} s on
+- {how} of all {len(result.models)} models and the 4 reference sets took {seconds:.1f} s on
   {platform.machine()} with {torch.get_num_threads()} torch threads ({'CUDA' if torch.cuda.is_available() else 'CPU'}).
+  ms / sample is timed when a model is scored (`eval --write`), with whatever else ran on the machine then.
 """
     Path(args.out).write_text(text)
     print(text)

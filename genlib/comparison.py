@@ -405,8 +405,9 @@ class Comparison:
 
 def compare(sources: Sequence[str], *, seed: int = 0, num_samples: int = NUM_EVAL_SAMPLES,
             evaluator: Evaluator | None = None, device: str = "cpu",
-            progress: Callable[[float, str], None] | None = None) -> Comparison:
-    """Score every source (bad ones are reported in ``errors``, never raised) plus the references."""
+            progress: Callable[[float, str], None] | None = None, use_cache: bool = True) -> Comparison:
+    """Score every source (bad ones are reported in ``errors``, never raised) plus the references.
+    ``use_cache=False`` scores every model afresh instead of reading stored scorecards."""
     evaluator = evaluator or Evaluator.load()
     report = progress or (lambda fraction, message: None)
     models, errors = [], {}
@@ -418,7 +419,7 @@ def compare(sources: Sequence[str], *, seed: int = 0, num_samples: int = NUM_EVA
 
         try:
             models.append(score_checkpoint(source, evaluator, num_samples=num_samples, seed=seed, device=device,
-                                           progress=step))
+                                           progress=step, use_cache=use_cache))
         except (CheckpointError, ValueError, RuntimeError) as err:
             errors[str(source)] = str(err)
     report(len(sources) / (len(sources) + 1), "reference rows")
