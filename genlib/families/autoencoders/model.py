@@ -106,8 +106,9 @@ class _Decoder(nn.Module):
 
 @register("ae")
 class Autoencoder(GenerativeModel):
-    """A deterministic autoencoder. It samples by drawing z from a Gaussian fitted to the
-    training codes after training (a plain AE has no prior of its own)."""
+    """A deterministic autoencoder. It samples by drawing z from a Gaussian, or a mixture of
+    ``prior_components`` Gaussians, fitted to the training codes after training (a plain AE has no
+    prior of its own)."""
 
     Config = AEConfig
     group = "Autoencoders"
