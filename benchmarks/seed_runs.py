@@ -60,6 +60,10 @@ def reduction_summary(what: str, reference: Sequence[float], ours: Sequence[floa
     worst = 1 - max(ours) / min(reference)
     verdict = "met" if worst >= target else "MISSED"
     return (f"Over seeds {', '.join(map(str, seeds))}: the reference's FD {ref_mean:.1f} ± {ref_std:.1f}, {what} "
-            f"{our_mean:.1f} ± {our_std:.1f}: {100 * (1 - our_mean / ref_mean):.1f}% lower on average, and its "
-            f"worst seed {100 * worst:.1f}% below the reference's best. Target: at least {100 * target:.0f}% below, "
-            f"worst seed against best: **{verdict}**.")
+            f"{our_mean:.1f} ± {our_std:.1f}: {_relative(1 - our_mean / ref_mean)} on average, and its worst seed "
+            f"{_relative(worst)} than the reference's best. Target: at least {100 * target:.0f}% lower, worst seed "
+            f"against best: **{verdict}**.")
+
+
+def _relative(reduction: float) -> str:
+    return f"{100 * reduction:.1f}% lower" if reduction >= 0 else f"{-100 * reduction:.1f}% higher"
