@@ -40,8 +40,8 @@ def cell(fmt: str, value) -> str:
 
 def rarest_share(card) -> float | None:
     """The share of samples the evaluator reads as the rarest digit (None without a class histogram)."""
-    counts = getattr(card, "class_counts", None)
-    return min(counts) / sum(counts) if counts is not None and sum(counts) else None
+    counts = card.class_counts
+    return min(counts) / sum(counts) if sum(counts) else None
 
 
 def coverage_lines(cards) -> list[str]:

@@ -41,7 +41,8 @@ from benchmarks.attention_speed import gpt2_small_folder, measure, table
 from benchmarks.nanogpt_anchor import AnchorConfig, AnchorRecipe, train_anchor
 from genlib import TrainConfig, Trainer
 from genlib.checkpoints import load_model, shipped_dir
-from genlib.data import text_split, training_set
+from genlib.data import training_set
+from genlib.text_data import text_split
 from genlib.families.transformers.attention import load_hf_attention_model
 from genlib.families.transformers.gpt import heldout_nats_per_byte
 from genlib.runs import build_model

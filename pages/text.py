@@ -12,7 +12,8 @@ import streamlit as st
 import torch
 
 import genlib
-from genlib.data import TEXT_UPLOAD_TYPES, UploadError, load_text_upload, save_text_corpus
+from genlib.data import UploadError
+from genlib.text_data import TEXT_UPLOAD_TYPES, load_text_upload, save_text_corpus
 from genlib.demo import limits
 from genlib.families.transformers.generation import stream_text
 from pages._panels import metrics_panel, train_panel

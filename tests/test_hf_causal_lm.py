@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, GPT2
 
 import genlib
 from genlib.checkpoints import CheckpointError, save_folder
-from genlib.data import text_corpus
+from genlib.text_data import text_corpus
 from genlib.families.transformers import hf
 from genlib.families.transformers.generation import filtered_probabilities, stream
 from genlib.runs import _dataset, train_model

@@ -12,7 +12,8 @@ from streamlit.testing.v1 import AppTest
 
 import genlib
 from genlib import TrainConfig, Trainer
-from genlib.data import TEXT_WINDOW, text_corpus, text_split, text_windows, training_set
+from genlib.data import training_set
+from genlib.text_data import TEXT_WINDOW, text_corpus, text_split, text_windows
 from genlib.families.transformers.generation import filtered_probabilities, generate, stream_text
 from genlib.families.transformers.gpt import heldout_nats_per_byte
 from genlib.model import TEXT
@@ -188,7 +189,8 @@ def test_the_text_page_streams_a_generation(app_env):
 
 def test_an_uploaded_text_trains_and_is_measured_on_its_own_held_out_tenth(tmp_path, monkeypatch):
     monkeypatch.setenv("GENLIB_RUNS_DIR", str(tmp_path / "runs"))
-    from genlib.data import UploadError, corpus_text, load_text_upload, save_text_corpus
+    from genlib.data import UploadError
+    from genlib.text_data import corpus_text, load_text_upload, save_text_corpus
 
     text = "the quick brown fox jumps over the lazy dog. " * 200
     name = save_text_corpus(load_text_upload(("\ufeff" + text).encode("utf-8")))

@@ -30,7 +30,7 @@ from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast, DataCol
 
 from genlib import background
 from genlib.config import Config, ConfigError, setting
-from genlib.data import text_split
+from genlib.text_data import text_split
 from genlib.families.transformers.encoder import (SHIPPED_ENCODER, Report, history_csv, save_transformers_folder,
                                                   warmup_linear_factor)
 from genlib.families.transformers.textclass import builtin_dataset

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlib.config import ConfigError, setting
-from genlib.data import UPLOADED_TEXT, corpus_text, text_split
+from genlib.text_data import UPLOADED_TEXT, corpus_text, text_split
 from genlib.families.transformers.attention import AttentionRecord
 from genlib.families.transformers.generation import MAX_PROMPT_CHARS, sample_ids
 from genlib.families.transformers.scratch import sinusoidal_positions

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from genlib.checkpoints import PICKLE_SUFFIXES, CheckpointError
 from genlib.config import setting
-from genlib.data import text_split
+from genlib.text_data import text_split
 from genlib.families.transformers.attention import AttentionRecord, hf_attention_record
 from genlib.families.transformers.generation import MAX_PROMPT_CHARS, sample_ids
 from genlib.families.transformers.gpt import GPTSampling
