@@ -118,7 +118,7 @@ import json, os, signal, sys
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-import genlib.checkpoints as checkpoints
+import genlib.checkpoints.writing as writing  # the module whose save_file save_folder calls
 from genlib import TrainConfig
 from genlib.runs import build_model, save_run
 from genlib.training import TrainResult
@@ -129,11 +129,11 @@ def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 if crash == "after-weights":
-    real_save_file = checkpoints.save_file
+    real_save_file = writing.save_file
     def save_file(*args, **kwargs):
         real_save_file(*args, **kwargs)
         die()
-    checkpoints.save_file = save_file
+    writing.save_file = save_file
 elif crash in ("between-renames", "after-renames"):
     real_replace = os.replace
     def replace(src, dst):
@@ -643,27 +643,31 @@ def _trend_mb(reads: list[float]) -> float:
                              for j in range(i + 1, len(reads)))
 
 
-def _serve(pages, phases, rounds: range, after_round=lambda: None) -> None:
-    """Send one request per page per round, phase by phase: every page acts, then each is awaited."""
+def _serve(pages, phases, rounds: range, after_request=lambda: None) -> None:
+    """Send one request per page per round, phase by phase: every page acts, then each is awaited;
+    ``after_request`` runs as each page's last phase is answered."""
     for i in rounds:
-        for act, done in phases:
+        for number, (act, done) in enumerate(phases):
             for k, page in enumerate(pages):
                 act(page, 1 + 1000 * k + i)  # each visitor its own seeds: no request is answered from a cache
             for k, page in enumerate(pages):
                 done(page, 1 + 1000 * k + i)
-        after_round()
+                if number == len(phases) - 1:
+                    after_request()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(REQUESTS))
 def test_server_memory_stays_flat_over_100_requests(memory_server, browser, name):  # noqa: F811
-    """The server's RSS is read after every round of the 100 requests (after a warm-up of 12). It swings by
-    up to about 80 MB from one read to the next with no trend (the Diffusion page went 690-772 MB and back:
+    """The server's RSS is read after each of the 100 requests (after a warm-up of 12). It swings by
+    up to about 100 MB from one read to the next with no trend (the Diffusion page went 709-810 MB and back:
     glibc keeps freed memory in per-thread arenas, and Streamlit runs each script run in a new thread), so
     one read before and one after prove little. The growth is the trend through all the reads instead
     (Theil-Sen: the median slope over every pair of reads, which swings and spikes do not move), times
-    the rounds. The bound, 40 MB, sits above what that gives with no leak (up to about 15 MB), yet a leak
-    of 0.5 MB a request breaks it (one injected into the Autoencoders page measured 43-50 MB): less than
+    the requests. A read per request, not per round of all sessions' requests: with 25 reads of the
+    four Diffusion sessions the trend's own scatter reached 46 MB in one CI run (20 MB on a rerun); with
+    100 it gave -12 to 7 MB on the four pages. The bound, 40 MB, sits well above that, yet a leak of
+    0.5 MB a script run breaks it (one injected into the Autoencoders page measured 117 MB): less than
     any one model a page holds (the UNet is 4.5 MB, the DCGAN 3.5 MB, the VAE 6.7 MB)."""
     path, setup, phases = REQUESTS[name]
     pid = memory_server["pid"]
