@@ -86,7 +86,9 @@ def main() -> None:
         cells.append("n/a" if share is None else f"{100 * share:.1f}%")
         cells.append(cell("{:.0f}", train_s.get(card.name)) if card.kind == "model" else "")
         lines.append("| " + " | ".join(cells) + " |")
-    likelihood = ", ".join(f"{c.name}: {c.metrics['likelihood']}" for c in result.models if "likelihood" in c.metrics)
+    likelihood = ", ".join(f"{c.name}: {c.metrics['likelihood']} on the {c.metrics.get('likelihood_benchmark')} digits"
+                           + (f" ({c.metrics['likelihood_note']})" if c.metrics.get("likelihood_note") else "")
+                           for c in result.models if "likelihood" in c.metrics)
     how = ("Scoring afresh (`--rescore`: every model samples and is scored, cold)" if args.rescore else
            "Reading the shipped scorecards (scored by `python -m genlib eval NAME --write`)")
     text = f"""# Shipped checkpoints, scored on equal terms
@@ -104,7 +106,8 @@ Coverage and class accuracy (the evaluator's reading of the same samples):
 {chr(10).join(coverage_lines(result.models))}
 
 - rarest digit: the share of the samples read as the least drawn digit (10% when all are equal).
-- bits/dim kind: {likelihood or 'none'}.
+- likelihood: bits/dim of the 8-bit test digits, or nats per image of the binarized ones (binarized once,
+  seed 0); never one for the other. Conditional models score p(x). Kind: {likelihood or 'none'}.
 - n/a: the model has no such quantity (for example a GAN has no likelihood, an unconditional model
   no class accuracy); the Compare page shows the reason in the scoreboard.
 - {how} of all {len(result.models)} models and the 4 reference sets took {seconds:.1f} s on

@@ -53,3 +53,13 @@ def to_png(array: np.ndarray, metadata: dict[str, str] | None = None, scale: int
 def grid_png(images: Tensor, nrow: int = 8, scale: int = 2, metadata: dict[str, str] | None = None) -> bytes:
     """PNG bytes of ``to_grid(images, nrow)`` for images (N,C,H,W) in [0,1], enlarged ``scale`` times."""
     return to_png(to_grid(images, nrow), metadata, scale)
+
+
+def frames_gif(frames: list[Tensor], nrow: int, scale: int = 4, frame_ms: int = 80, hold_ms: int = 1500) -> bytes:
+    """A looping GIF of image grids, one frame per tensor (N,C,H,W) in [0,1], the last held ``hold_ms``."""
+    images = [Image.fromarray(to_grid(f, nrow=nrow)) for f in frames]
+    images = [im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST) for im in images]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], loop=0,
+                   duration=[frame_ms] * (len(images) - 1) + [hold_ms])
+    return buf.getvalue()

@@ -23,13 +23,16 @@ What a family declares (class attributes, each with a default):
     trainable           False for a family that is only loaded, never built from settings or trained
                         (``hf-causal-lm``: any Hugging Face causal LM); it claims its library's folders
                         (``claim_folder``), and train panels and the contract's training tests leave it out
-    likelihood          "exact" | "bound" | "estimate" when it implements ``bits_per_dim``
+    likelihood          "exact" | "bound" | "estimate" when it implements ``bits_per_dim``; which of the
+                        two benchmarks it answers (8-bit or binarized digits, ``genlib.likelihood``) is
+                        ``likelihood_benchmark()``, since it can depend on the model's settings
 
 Abilities are methods with one default each (``AbilityMissing``); a family has an ability when
 it overrides the method, and pages show a tab only where ``model.has(ability)``:
 
     encode, decode, reconstruct, denoise    autoencoders
-    likelihood                              bits_per_dim(x) -> (N,) bits per dimension
+    likelihood                              bits_per_dim(x) -> (N,) bits per dimension of x, where x
+                                            is the data of its ``likelihood_benchmark()``
     attention                               attention_maps(x0, t) -> {layer: (heads, Q, K)}
     edit                                    inpaint(x0, mask) and sdedit(x0, strength)
     upscale                                 upscale(x) -> (N,C,s*H,s*W), super-resolution
@@ -338,8 +341,26 @@ class GenerativeModel(nn.Module):
 
     def bits_per_dim(self, x: Tensor, labels: Tensor | None = None,
                      generator: torch.Generator | None = None) -> Tensor:
-        """-log2 p(x) / dims (N,): exact, a bound or an estimate, as ``likelihood`` declares."""
+        """-log2 p(x) / dims (N,): exact, a bound or an estimate, as ``likelihood`` declares. x is the
+        data of ``likelihood_benchmark()``: 8-bit digits (levels k/255) or binarized ones ({0, 1}).
+        With ``labels`` None a conditional model scores p(x), the class marginalised out."""
         raise self._missing("score likelihoods")
+
+    def likelihood_benchmark(self) -> str:
+        """The benchmark ``bits_per_dim`` answers (a ``genlib.likelihood.BENCHMARKS`` key: "8-bit" or
+        "binarized"), or "" when the model has no likelihood. A family whose answer depends on its
+        settings overrides this; the default is the 8-bit digits."""
+        return "8-bit" if self.has("likelihood") else ""
+
+    def likelihood_uncertainty(self) -> float:
+        """The estimator's own standard error of -log p(x) in nats per image, shared by every image (an AIS
+        estimate of log Z); scoring adds it to the spread over the test digits. 0 for exact values and bounds."""
+        return 0.0
+
+    def likelihood_note(self) -> str:
+        """Why this model has no likelihood on either benchmark, or a word on how its value was made
+        (shown beside it); "" when there is nothing to say."""
+        return ""
 
     def attention_maps(self, x0: Tensor | None, t: int, labels: Tensor | None = None,
                        generator: torch.Generator | None = None) -> dict[str, Tensor]:

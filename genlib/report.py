@@ -26,7 +26,8 @@ from plotly.subplots import make_subplots
 
 from genlib.comparison import Comparison
 from genlib.images import from_uint8, to_grid, to_png
-from genlib.scoring import METRIC_BY_KEY, METRICS, Scorecard, is_number, scoreboard_rows
+from genlib.likelihood import BENCHMARKS, PUBLISHED, PUBLISHED_NOTE
+from genlib.scoring import LIKELIHOOD_KEYS, METRIC_BY_KEY, METRICS, Scorecard, is_number, scoreboard_rows
 
 GRID_SCALE = 2
 
@@ -83,8 +84,8 @@ def scoreboard_html(comparison: Comparison, columns: Sequence[str] | None = None
             reason = card.missing.get(spec.key, "not measured")
             return f'<td class="na" title="{html.escape(reason)}">n/a</td>'
         text = spec.format.format(value)
-        if spec.key == "bits_per_dim" and card.metrics.get("likelihood") == "bound":
-            text += " (bound)"
+        if spec.key in LIKELIHOOD_KEYS and card.metrics.get("likelihood") in ("bound", "estimate"):
+            text += f" ({card.metrics['likelihood']})"
         strong = card.kind == "model" and best.get(spec.key) == value
         return f'<td class="{"best" if strong else ""}">{html.escape(text)}</td>'
 
@@ -190,22 +191,60 @@ def quality_vs_parameters(comparison: Comparison) -> go.Figure:
                             "Quality against size")
 
 
+KIND_STYLE = {  # how each kind of likelihood value is drawn: (bar pattern, legend label)
+    "exact": ("", "exact −log p(x)"),
+    "bound": ("/", "upper bound (−ELBO, VLB)"),
+    "estimate": (".", "estimate (AIS), ± its standard error"),
+}
+
+
 def likelihood_chart(comparison: Comparison) -> go.Figure:
-    """Bits/dim of every model that has a likelihood: exact values solid, bounds hatched."""
-    fig = go.Figure()
-    for kind, pattern, label in (("exact", "", "exact −log p(x)"), ("bound", "/", "upper bound (e.g. −ELBO)")):
-        cards = [c for c in comparison.models if c.metrics.get("likelihood") == kind
-                 and is_number(c.metrics.get("bits_per_dim"))]
-        if cards:
-            values = [c.metrics["bits_per_dim"] for c in cards]
-            fig.add_trace(go.Bar(x=[c.name for c in cards], y=values, name=label, marker_pattern_shape=pattern,
-                                 text=[f"{v:.3f}" for v in values]))
-    if not fig.data:
-        fig.add_annotation(text="none of these models has a likelihood (a GAN has none)", showarrow=False,
-                           xref="paper", yref="paper", x=0.5, y=0.5)
-    fig.update_layout(title="Likelihood of the test digits", yaxis_title="bits/dim ↓",
-                      height=380, legend_title="value")
+    """The test negative log-likelihood of every model that has one, in two panels that never mix
+    quantities (``genlib.likelihood``): 8-bit digits in bits/dim, binarized digits in nats per image.
+    Bars are patterned by kind (exact, bound, estimate) with the standard error over the test digits
+    as an error bar; grey diamonds mark the published full-MNIST figures."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=[f"{b.title}: {b.unit} ↓" for b in BENCHMARKS.values()])
+    shown_kinds: set[str] = set()
+    for col, benchmark in enumerate(BENCHMARKS.values(), start=1):
+        cards = [c for c in comparison.models if is_number(c.metrics.get(benchmark.metric))]
+        for kind, (pattern, label) in KIND_STYLE.items():
+            of_kind = [c for c in cards if c.metrics.get("likelihood") == kind]
+            if not of_kind:
+                continue
+            values = [c.metrics[benchmark.metric] for c in of_kind]
+            errors = [c.metrics.get("likelihood_stderr", 0.0) for c in of_kind]
+            notes = [c.metrics.get("likelihood_note", "") for c in of_kind]
+            fig.add_trace(go.Bar(
+                x=[c.name for c in of_kind], y=values, name=label, legendgroup=kind, showlegend=kind not in shown_kinds,
+                marker_pattern_shape=pattern, marker_color="#4C78A8",
+                error_y={"type": "data", "array": errors, "visible": True},
+                text=[benchmark_format(benchmark.unit, v) for v in values], textposition="outside",
+                customdata=[[e, n] for e, n in zip(errors, notes)],
+                hovertemplate="%{x}: %{y:.4g} ± %{customdata[0]:.2g} " + benchmark.unit + " (" + kind +
+                              ")<br>%{customdata[1]}<extra></extra>"), row=1, col=col)
+            shown_kinds.add(kind)
+        published = [p for p in PUBLISHED if p.benchmark == benchmark.key]
+        fig.add_trace(go.Scatter(
+            x=[f"{p.model} †" for p in published], y=[p.value for p in published], mode="markers+text",
+            marker={"symbol": "diamond", "size": 12, "color": "#888"}, text=[f"{p.value:g}" for p in published],
+            textposition="top center", name=f"† {PUBLISHED_NOTE}", legendgroup="published", showlegend=col == 1,
+            customdata=[[p.kind, p.source] for p in published],
+            hovertemplate="%{x}: %{y} " + benchmark.unit + " (%{customdata[0]}; " + PUBLISHED_NOTE +
+                          ")<br>%{customdata[1]}<extra></extra>"), row=1, col=col)
+        if not cards:
+            fig.add_annotation(text="no model here has this likelihood", showarrow=False, font={"color": "#888"},
+                               xref=f"x{col if col > 1 else ''} domain", yref=f"y{col if col > 1 else ''} domain",
+                               x=0.5, y=0.5)
+        fig.update_yaxes(title_text=f"{benchmark.unit} ↓", rangemode="tozero", row=1, col=col)
+    fig.update_layout(title="Likelihood of the test digits (a GAN has none)", height=440, barmode="group",
+                      legend={"orientation": "h", "y": -0.35}, margin={"b": 140})
     return fig
+
+
+def benchmark_format(unit: str, value: float) -> str:
+    """A likelihood value at the precision its unit needs: 3 decimals of bits/dim, 1 of nats."""
+    return f"{value:.3f}" if unit == "bits/dim" else f"{value:.1f}"
 
 
 def class_histograms(comparison: Comparison) -> go.Figure:

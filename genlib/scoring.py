@@ -22,11 +22,16 @@ from torch.utils.flop_counter import FlopCounterMode
 from genlib.data import corrupt, mnist, uniform_noise
 from genlib.evaluator import DigitClassifier
 from genlib.images import to_uint8
+from genlib.likelihood import BENCHMARKS, benchmark_data
 from genlib.metrics import (class_coverage, classifier_features, frechet_distance_from_features, kid_from_features,
                             kth_neighbour_radius, mean_squared_error, nearest_neighbours, precision_recall)
 from genlib.model import DIGITS, GenerativeModel
 
-SCORE_VERSION = 1            # bump when a metric's definition changes: cached scorecards are then recomputed
+SCORE_VERSION = 2            # bump when a metric's definition changes: cached scorecards are then recomputed
+# 2: likelihoods on two benchmarks (8-bit bits/dim, binarized nats; genlib.likelihood), p(x) for conditional
+#    models, with a standard error
+SAMPLE_QUALITY_VERSION = 1   # bump when the sample metrics (Fréchet distance, KID, ...) change: what curves of
+#                              sample quality alone (the diffusion steps-vs-quality curve) are keyed by
 NUM_EVAL_SAMPLES = 1000
 SCORED_KIND = DIGITS   # the data kind the evaluator (a digit classifier) scores; other kinds are never scored
 GRID_COUNT = 100             # the first 100 samples form the comparison grid (10 x 10)
@@ -64,7 +69,10 @@ METRICS: tuple[MetricSpec, ...] = (
                "conditional models: samples judged as the asked-for digit"),
     MetricSpec("nn_train_distance", "NN distance to train", "",
                "median pixel L2 from a sample to its nearest training digit; near 0 means copying"),
-    MetricSpec("bits_per_dim", "bits/dim", "lower", "negative log-likelihood of the test digits per pixel"),
+    MetricSpec("bits_per_dim", "bits/dim (8-bit)", "lower",
+               "-log2 p(x) per pixel of the 8-bit test digits (exact, or an upper bound where marked)"),
+    MetricSpec("binarized_nats", "NLL binarized (nats)", "lower",
+               "-ln p(x) per image of the binarized test digits (exact, or an upper bound where marked)", "{:.1f}"),
     MetricSpec("test_recon_mse", "recon MSE", "lower",
                "autoencoders: mean squared reconstruction error on test digits"),
     MetricSpec("sample_ms_per_image", "ms / sample", "lower", "wall time to draw one sample on this device", "{:.3g}"),
@@ -76,17 +84,23 @@ METRICS: tuple[MetricSpec, ...] = (
 METRIC_BY_KEY = {m.key: m for m in METRICS}
 # The other entries of a metrics.json, named for people.
 _OTHER_LABELS = {"kid_std": "KID standard deviation", "nn_train_distance_min": "NN distance to train (closest)",
-                 "likelihood": "bits/dim is", "num_samples": "samples scored", "seed": "seed", "device": "device",
+                 "likelihood": "likelihood is", "likelihood_benchmark": "likelihood benchmark",
+                 "likelihood_stderr": "likelihood standard error", "likelihood_note": "likelihood note",
+                 "num_samples": "samples scored", "seed": "seed", "device": "device",
                  "evaluator": "evaluator", "status": "status", "train_steps": "training steps",
                  "train_seconds": "training time (s)", "test_accuracy": "test accuracy ↑", "epochs": "epochs",
                  "note": "note"}
 
 
+LIKELIHOOD_KEYS = tuple(b.metric for b in BENCHMARKS.values())
+LIKELIHOOD_QUALIFIER = {"bound": " (upper bound)", "estimate": " (estimate)", "exact": ""}
+
+
 def metric_title(key: str, likelihood: str | None = None) -> str:
     """The display name of a metrics.json entry, with its unit and better direction
-    ("Fréchet distance ↓"); bits/dim says when it is only an upper bound."""
-    if key == "bits_per_dim" and likelihood == "bound":
-        return METRIC_BY_KEY[key].title + " (upper bound)"
+    ("Fréchet distance ↓"); a likelihood says when it is only an upper bound or an estimate."""
+    if key in LIKELIHOOD_KEYS and likelihood:
+        return METRIC_BY_KEY[key].title + LIKELIHOOD_QUALIFIER.get(likelihood, "")
     if key in METRIC_BY_KEY:
         return METRIC_BY_KEY[key].title
     return _OTHER_LABELS.get(key, key.replace("_", " "))
@@ -185,7 +199,7 @@ def score_images(name: str, images: Tensor, ref: ReferenceData, *, seed: int = 0
     card = Scorecard(name, kind, "reference")
     _set_metrics(card, images, ref, seed)
     card.grid, card.grid_nrow = _grid(images, None)
-    for key in ("class_accuracy", "bits_per_dim", "test_recon_mse", "sample_ms_per_image", "num_parameters",
+    for key in ("class_accuracy", *LIKELIHOOD_KEYS, "test_recon_mse", "sample_ms_per_image", "num_parameters",
                 "flops_per_sample"):
         card.missing[key] = "a fixed image set, not a model"
     return card
@@ -219,18 +233,42 @@ def flops_per_sample(model: GenerativeModel, seed: int = 0) -> int:
 
 
 @torch.no_grad()
+def _likelihood_metrics(card: Scorecard, model: GenerativeModel, ref: ReferenceData, seed: int) -> None:
+    """-log p(x) of the test digits on the model's benchmark (``genlib.likelihood``): its mean, the
+    standard error of that mean over the test digits, and its kind. Conditional models score p(x)
+    (labels None), so every value on a panel is the same quantity."""
+    benchmark = BENCHMARKS.get(model.likelihood_benchmark())
+    if benchmark is None:
+        why = model.likelihood_note() or f"{model.family} has no likelihood to evaluate"
+        for key in LIKELIHOOD_KEYS:
+            card.missing[key] = why
+        return
+    dev, gen = model.device, torch.Generator().manual_seed(seed)
+    data = benchmark_data(benchmark.key, ref.test_images)
+    bpd = torch.cat([model.bits_per_dim(x.to(dev), None, generator=gen).cpu() for x in data.split(500)])
+    values = benchmark.from_bits_per_dim(bpd.double(), data[0].numel())
+    card.metrics[benchmark.metric] = values.mean().item()
+    # the spread over the test digits, and the estimator's own error (AIS's log Z), which moves them all together
+    own = benchmark.from_bits_per_dim(torch.tensor(model.likelihood_uncertainty(), dtype=torch.float64) /
+                                      (data[0].numel() * math.log(2)), data[0].numel()).item()
+    card.metrics["likelihood_stderr"] = math.hypot((values.std() / math.sqrt(len(values))).item(), own)
+    card.metrics["likelihood"] = model.likelihood
+    card.metrics["likelihood_benchmark"] = benchmark.key
+    if model.likelihood_note():
+        card.metrics["likelihood_note"] = model.likelihood_note()
+    for other in BENCHMARKS.values():
+        if other is not benchmark:
+            card.missing[other.metric] = (f"its likelihood is measured on the {benchmark.title.lower()} instead: "
+                                          f"{benchmark.data}")
+
+
+@torch.no_grad()
 def _test_set_metrics(card: Scorecard, model: GenerativeModel, ref: ReferenceData, seed: int) -> None:
     """Likelihood and reconstruction error on the held-out test digits, where the model has them."""
     dev = model.device
     pairs = list(zip(ref.test_images.split(500), ref.test_labels.split(500)))
     cond = (lambda y: y.to(dev)) if model.conditional else (lambda y: None)
-    if model.has("likelihood"):
-        gen = torch.Generator().manual_seed(seed)
-        bpd = torch.cat([model.bits_per_dim(x.to(dev), cond(y), generator=gen).cpu() for x, y in pairs])
-        card.metrics["bits_per_dim"] = bpd.mean().item()
-        card.metrics["likelihood"] = model.likelihood
-    else:
-        card.missing["bits_per_dim"] = f"{model.family} has no likelihood to evaluate"
+    _likelihood_metrics(card, model, ref, seed)
     if model.has("reconstruct"):
         recon = torch.cat([model.reconstruct(x.to(dev), cond(y)).cpu() for x, y in pairs])
         card.metrics["test_recon_mse"] = mean_squared_error(recon, ref.test_images).mean().item()
@@ -266,7 +304,8 @@ def score_model(model: GenerativeModel, name: str, ref: ReferenceData, *, num_sa
     if tuple(samples.shape[1:]) == EVAL_SHAPE:
         _test_set_metrics(card, model, ref, seed)
     else:
-        card.missing["bits_per_dim"] = card.missing["test_recon_mse"] = "the test digits are 1x28x28"
+        for key in (*LIKELIHOOD_KEYS, "test_recon_mse"):
+            card.missing[key] = "the test digits are 1x28x28"
     report(0.95, "cost")
     card.metrics["sample_ms_per_image"] = 1000 * seconds / num_samples
     card.metrics["num_parameters"] = model.num_parameters()

@@ -33,7 +33,7 @@ NEIGHBOURS = 5
 MAX_SEED = 2**31 - 1
 # The columns a first look needs; the rest are one click away in "Columns".
 DEFAULT_COLUMNS = ("frechet_distance", "kid", "precision", "recall", "class_entropy_bits", "class_accuracy",
-                   "bits_per_dim", "sample_ms_per_image", "num_parameters")
+                   "bits_per_dim", "binarized_nats", "sample_ms_per_image", "num_parameters")
 
 
 @st.cache_resource(show_spinner="Loading the evaluator…")

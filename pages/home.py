@@ -12,7 +12,7 @@ from pages._ui import demo_caption, device_label, require_router, visible_checkp
 
 require_router()
 
-HEADLINE = (("class_accuracy", "{:.1%}"), ("bits_per_dim", "{:.3f}"))  # beside the Fréchet distance
+HEADLINE = (("class_accuracy", "{:.1%}"), ("bits_per_dim", "{:.3f}"), ("binarized_nats", "{:.1f}"))  # beside the FD
 FLOOR, CEILING = "real test digits", "uniform noise"
 
 

@@ -12,13 +12,28 @@ want() { [ ${#ALL[@]} -eq 0 ] || [[ " ${ALL[*]} " == *" $1 "* ]]; }
 ALL=("$@")
 want digit-classifier && run digit-classifier python -m genlib train-evaluator --out checkpoints/digit-classifier --epochs 40
 want vae-mnist    && run vae-mnist    python -m genlib train vae  --out checkpoints/vae-mnist    --epochs 150 --kl-warmup-steps 1000 --ema-decay 0.999 --prior-components 20
-want vae-2d-mnist && run vae-2d-mnist python -m genlib train vae  --out checkpoints/vae-2d-mnist --latent-dim 2 --epochs 100 --kl-warmup-steps 1000 --ema-decay 0.999
+want vae-2d-mnist && run vae-2d-mnist python -m genlib train vae  --out checkpoints/vae-2d-mnist --latent-dim 2 --hidden 128 --epochs 100 --kl-warmup-steps 1000 --ema-decay 0.999
+# The VAE on the 8-bit likelihood panel: a discretized-logistic decoder over the 256 grey levels (smaller fc layer).
+want vae-logistic-mnist && run vae-logistic-mnist python -m genlib train vae --out checkpoints/vae-logistic-mnist --loss logistic --hidden 128 --epochs 150 --kl-warmup-steps 1000 --ema-decay 0.999 --prior-components 20
 want cvae-mnist   && run cvae-mnist   python -m genlib train cvae --out checkpoints/cvae-mnist   --epochs 150 --kl-warmup-steps 1000 --ema-decay 0.999 --prior-components 3
 want ae-mnist     && run ae-mnist     python -m genlib train ae   --out checkpoints/ae-mnist     --epochs 100 --ema-decay 0.999 --prior-components 20
 want dae-mnist    && run dae-mnist    python -m genlib train dae  --out checkpoints/dae-mnist    --epochs 100 --noise-std 0.5 --ema-decay 0.999 --prior-components 20
 want mlp-gan-mnist && run mlp-gan-mnist python -m genlib train mlp-gan --out checkpoints/mlp-gan-mnist --loss hinge --spectral-norm --ema-decay 0.999 --lr 2e-4 --batch-size 64 --epochs 130 --max-steps 8000 --preview-every 1000
-want dcgan-mnist   && run dcgan-mnist   python -m genlib train dcgan   --out checkpoints/dcgan-mnist --g-width 64 --d-width 64 --g-convs 1 --augment --minibatch-std --ema-decay 0.995 --lr 2e-4 --batch-size 64 --epochs 60 --max-steps 3000 --preview-every 500
+want dcgan-mnist   && run dcgan-mnist   python -m genlib train dcgan   --out checkpoints/dcgan-mnist --g-width 64 --d-width 64 --g-convs 1 --loss lsgan --augment --minibatch-std --ema-decay 0.995 --lr 2e-4 --batch-size 64 --epochs 60 --max-steps 3000 --preview-every 1000
 want cgan-mnist    && run cgan-mnist    python -m genlib train cgan    --out checkpoints/cgan-mnist --loss hinge --spectral-norm --g-width 64 --d-width 64 --g-convs 1 --augment --ema-decay 0.999 --lr 2e-4 --batch-size 64 --epochs 80 --max-steps 4000 --preview-every 500
+# Normalizing flows, by exact maximum likelihood on the dequantized 8-bit digits (each under 30 min on one core).
+FLOW_FLAGS=(--batch-size 64 --lr 1e-3 --lr-schedule cosine --warmup-steps 200 --grad-clip 5 --epochs 200 --preview-every 1000)
+want glow-mnist    && run glow-mnist    python -m genlib train glow    --out checkpoints/glow-mnist    --hidden 64 --steps 8 --max-steps 6000 "${FLOW_FLAGS[@]}"
+want realnvp-mnist && run realnvp-mnist python -m genlib train realnvp --out checkpoints/realnvp-mnist --hidden 64 --steps 3 --max-steps 3600 "${FLOW_FLAGS[@]}"
+want nice-mnist    && run nice-mnist    python -m genlib train nice    --out checkpoints/nice-mnist    --hidden 64 --max-steps 12000 "${FLOW_FLAGS[@]}"
+# Autoregressive models, exact likelihoods: the Gated PixelCNN on binarized digits (binarized afresh each batch) and on
+# 8-bit ones (a 256-way softmax), and the Row-LSTM PixelRNN on binarized digits (each under 30 min on one core).
+AR_FLAGS=(--batch-size 64 --lr 1e-3 --lr-schedule cosine --warmup-steps 100 --grad-clip 5 --epochs 100 --preview-every 500)
+want pixelcnn-mnist      && run pixelcnn-mnist      python -m genlib train pixelcnn --out checkpoints/pixelcnn-mnist      --data binarized --channels 48 --layers 8 --kernel 3 --max-steps 1000 "${AR_FLAGS[@]}"
+want pixelcnn-8bit-mnist && run pixelcnn-8bit-mnist python -m genlib train pixelcnn --out checkpoints/pixelcnn-8bit-mnist --data 8-bit --channels 32 --layers 8 --kernel 3 --max-steps 600 "${AR_FLAGS[@]}"
+want pixelrnn-mnist      && run pixelrnn-mnist      python -m genlib train pixelrnn --out checkpoints/pixelrnn-mnist      --data binarized --channels 32 --layers 2 --max-steps 3000 "${AR_FLAGS[@]}"
+# The RBM: 500 hidden units and CD-25, the published reference's setting; AIS (14,500 temperatures, 100 runs) at the end.
+want rbm-mnist && run rbm-mnist python -m genlib train rbm --out checkpoints/rbm-mnist --hidden 500 --cd-steps 25 --batch-size 64 --lr 0.05 --epochs 100 --preview-every 1000
 # Diffusion (about 24 min each on one idle core; see benchmarks/diffusion_speed.md), then the
 # steps-vs-quality curve that the Diffusion page shows at once (steps_quality.json in the folder).
 DIFFUSION_FLAGS=(--snr-gamma 5 --batch-size 64 --lr 1e-3 --grad-clip 1 --ema-decay 0.995 --epochs 100 --max-steps 1800 --sample-steps 20 --sampler dpm-solver++ --preview-every 200)
@@ -52,15 +67,17 @@ want bert-mini-pydoc && OMP_NUM_THREADS=2 run "bert-mini-pydoc fine-tune" python
 # Shipped weights as float16 (half the size; the scores do not move: vae-mnist FD 605.01 -> 605.02,
 # diffusion-mnist 346.85 -> 347.02), then the diffusion steps-vs-quality curve on those weights, every
 # shipped model's full scorecard and the reference rows, which Compare reads instead of scoring.
-GENLIB_LAYOUT=(ae-mnist dae-mnist vae-mnist vae-2d-mnist cvae-mnist mlp-gan-mnist dcgan-mnist cgan-mnist)
-for name in "${GENLIB_LAYOUT[@]}" diffusion-mnist cdiffusion-mnist; do
+GENLIB_LAYOUT=(ae-mnist dae-mnist vae-mnist vae-logistic-mnist vae-2d-mnist cvae-mnist mlp-gan-mnist dcgan-mnist cgan-mnist)
+for name in "${GENLIB_LAYOUT[@]}" glow-mnist realnvp-mnist nice-mnist pixelcnn-mnist pixelcnn-8bit-mnist pixelrnn-mnist rbm-mnist diffusion-mnist cdiffusion-mnist; do
   want "$name" && run "$name float16" python -m genlib half "$name"
 done
+# The RBM's log Z is re-estimated by AIS for the float16 weights it ships with, so -log p(v) = F(v) + log Z stays consistent.
+want rbm-mnist && run "rbm-mnist log Z" python -m genlib rbm-ais rbm-mnist --write
 for name in diffusion-mnist; do  # cdiffusion-mnist: computed on demand (guidance doubles the cost)
   want "$name" && run "$name curve" python -m genlib steps-quality "$name" --num 250 --steps 5 10 20 50 100 --write
 done
 want digit-classifier && run "reference rows" python -m genlib references --write
-for name in "${GENLIB_LAYOUT[@]}" diffusion-mnist cdiffusion-mnist; do
+for name in "${GENLIB_LAYOUT[@]}" glow-mnist realnvp-mnist nice-mnist pixelcnn-mnist pixelcnn-8bit-mnist pixelrnn-mnist rbm-mnist diffusion-mnist cdiffusion-mnist; do
   want "$name" && run "$name scorecard" python -m genlib eval "$name" --write
 done
 echo "== done"

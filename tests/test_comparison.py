@@ -18,7 +18,7 @@ from genlib.report import class_histograms, quality_vs_parameters, quality_vs_ti
 from genlib.scoring import metric_title
 
 QUALITY = ("frechet_distance", "kid", "precision", "recall", "class_entropy_bits", "nn_train_distance",
-           "bits_per_dim", "test_recon_mse", "class_accuracy")
+           "bits_per_dim", "binarized_nats", "test_recon_mse", "class_accuracy")
 
 
 @pytest.fixture
@@ -181,7 +181,8 @@ def test_class_histograms_are_small_multiples_one_panel_per_model():
 def test_metric_titles_carry_units_and_direction():
     assert metric_title("frechet_distance") == "Fréchet distance ↓"
     assert metric_title("precision") == "precision ↑"
-    assert metric_title("bits_per_dim", "bound") == "bits/dim ↓ (upper bound)"
+    assert metric_title("bits_per_dim", "bound") == "bits/dim (8-bit) ↓ (upper bound)"
+    assert metric_title("binarized_nats", "estimate") == "NLL binarized (nats) ↓ (estimate)"
     assert metric_title("train_seconds") == "training time (s)"
     assert "_" not in metric_title("some_new_key")
 

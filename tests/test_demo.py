@@ -275,7 +275,9 @@ def test_sampling_a_shared_model_from_many_threads_never_changes_it(family, core
 # -- the pages in demo mode (AppTest: the real scripts) --------------------------------------------------------
 PAGES_AND_TABS = {"pages/home.py": None, "pages/autoencoders.py": ("ae_tab", "Train"),
                   "pages/gans.py": ("gan_tab", "Train"), "pages/diffusion.py": ("dif_tab", "Train"),
-                  "pages/restore.py": ("rst_tab", "Train"), "pages/compare.py": None}
+                  "pages/restore.py": ("rst_tab", "Train"), "pages/flows.py": ("flow_tab", "Train"),
+                  "pages/autoregressive.py": ("ar_tab", "Train"), "pages/boltzmann.py": ("rbm_tab", "Train"),
+                  "pages/compare.py": None}
 
 
 def test_every_page_runs_in_demo_mode_and_states_its_caps(demo_env, app_env, monkeypatch):

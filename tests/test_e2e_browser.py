@@ -10,6 +10,7 @@ slider scrubs them together.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -150,6 +151,12 @@ def test_every_page_opens_without_an_exception(app_server, page):
     page.get_by_role("heading", name="Evaluator").wait_for()
     wait_idle(page)
     assert page.locator(EXCEPTION).count() == 0
+    # Every page is one click away: none hidden behind the sidebar's "View more".
+    titles = re.findall(r'st\.Page\("[^"]+", title="([^"]+)"', (ROOT / "streamlit_app.py").read_text())
+    nav = page.get_by_test_id("stSidebarNavItems")
+    assert len(titles) >= 14
+    for title in titles:
+        assert nav.get_by_role("link", name=title, exact=True).is_visible(), f"{title} is not in the sidebar"
 
 
 def test_train_watch_and_cancel(app_server, page):

@@ -87,7 +87,7 @@ def test_evaluate_a_conditional_model(core_tiny_model, core_classifier):
     assert m["num_samples"] == 100 and m["seed"] == 1 and m["evaluator"] == "digit-classifier"
     assert m["frechet_distance"] > 0 and math.isfinite(m["frechet_distance"])
     assert 0.0 <= m["class_accuracy"] <= 1.0
-    assert m["bits_per_dim"] > 0 and m["likelihood"] == "bound"
+    assert m["binarized_nats"] > 0 and m["likelihood"] == "bound" and m["likelihood_benchmark"] == "binarized"
     assert 0 < m["test_recon_mse"] < 1
     assert m["num_parameters"] == model.num_parameters()
     json.dumps(m)  # goes into metrics.json as it is

@@ -57,6 +57,7 @@ def test_score_model_has_every_metric_or_a_reason(core_tiny_model, core_evaluato
         assert len(card.closest) == 8 and card.closest_images.shape == (8, 28, 28)
         assert card.metrics["num_parameters"] == model.num_parameters() and card.metrics["flops_per_sample"] > 0
     assert "class_accuracy" in card.missing and "bits_per_dim" in card.missing  # the plain AE
+    assert "binarized_nats" in card.missing
     json.dumps(card.summary())
 
 

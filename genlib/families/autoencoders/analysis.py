@@ -20,11 +20,11 @@ from genlib.data import corrupt, mnist
 from genlib.families.autoencoders.model import Autoencoder
 from genlib.metrics import mean_squared_error
 from genlib.model import GenerativeModel
+# the set names and the AUROC are shared with other families (genlib.outliers); the page reads them here
+from genlib.outliers import SOURCE_DIGITS, SOURCE_FACES, SOURCE_NOISE, score_sources  # noqa: F401
+from genlib.outliers import auroc as anomaly_auroc  # noqa: F401
 
 BATCH = 500
-SOURCE_DIGITS = "digits (test)"
-SOURCE_FACES = "faces (LFW)"
-SOURCE_NOISE = "uniform noise"
 
 
 # -- small helpers ------------------------------------------------------------------------------------
@@ -287,22 +287,7 @@ def anomaly_scores(model: GenerativeModel, digits: Tensor, faces: Tensor, noise:
     (``reconstruct_best``), the same rule for digits and outliers.
     Returns a DataFrame with columns score (float) and source (one of the SOURCE_* names).
     """
-    frames = []
-    for images, source in ((digits, SOURCE_DIGITS), (faces, SOURCE_FACES), (noise, SOURCE_NOISE)):
-        images = images.float().cpu()
-        output, _ = reconstruct_best(model, images)
-        frames.append(pd.DataFrame({"score": mean_squared_error(output, images).numpy(), "source": source}))
-    return pd.concat(frames, ignore_index=True)
+    return score_sources(lambda images: mean_squared_error(reconstruct_best(model, images)[0], images),
+                         digits, faces, noise)
 
 
-def anomaly_auroc(scores: pd.DataFrame) -> float:
-    """Area under the ROC curve for telling digits (negatives) from everything else by score.
-
-    1.0: every non-digit has a higher error than every digit; 0.5: no better than chance.
-    """
-    from sklearn.metrics import roc_auc_score
-
-    is_outlier = (scores["source"] != SOURCE_DIGITS).to_numpy()
-    if is_outlier.all() or not is_outlier.any():
-        raise ValueError("AUROC needs both digits and non-digits")
-    return float(roc_auc_score(is_outlier, scores["score"].to_numpy()))

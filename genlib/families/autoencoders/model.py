@@ -6,7 +6,15 @@ All four share one small convolutional encoder/decoder:
     code -fc-> (B,hidden) -fc-> (B,2w,7,7) -deconv-> (B,w,14,14) -deconv-> logits (B,1,28,28)
 
 The VAE's code is (mu, logvar); the conditional VAE appends a one-hot label to the encoder's
-features and to z. Decoders emit logits; images are ``sigmoid(logits)``.
+features and to z. Decoders emit logits and images are ``sigmoid(logits)``, except with the
+discretized-logistic loss, whose decoder emits a mean and a log-scale per pixel (B,2,28,28) and whose
+images are the mean clipped to [0,1].
+
+Likelihood. A VAE's negative ELBO bounds -log p(x), but only of data its decoder is a distribution
+over (``genlib.likelihood``): the Bernoulli decoder ("bce") over binarized digits, so it is scored on
+the binarized benchmark whether it trained on grey levels or (``binarize``) on binarized digits; the
+Gaussian ("mse") and logistic ("logistic") decoders are integrated over each 8-bit bin, so they are
+scored on the 8-bit digits.
 
 Sampling prior. A plain AE has no prior, so after training it fits one to the training codes; a VAE
 trains against N(0, I) but its aggregate posterior leaves holes there, and decoding z from those
@@ -27,8 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import MultivariateNormal
 
-from genlib.config import setting
+from genlib.config import ConfigError, setting
 from genlib.data import corrupt
+from genlib.likelihood import BINARIZED, EIGHT_BIT, discretized_gaussian_nll, discretized_logistic_nll
 from genlib.model import GenerativeModel, ModelConfig, SamplingCallback, SamplingStep, StepOutput
 from genlib.registry import register
 
@@ -42,8 +51,9 @@ class AEConfig(ModelConfig):
     latent_dim: int = setting(16, "size of the latent code z", min=2, max=128)
     width: int = setting(32, "channels of the first conv layer (the second has twice as many)", min=4, max=128)
     hidden: int = setting(256, "units of the fully connected layer", min=16, max=2048)
-    loss: str = setting("bce", "reconstruction loss: per-pixel binary cross-entropy or squared error",
-                        choices=("bce", "mse"))
+    loss: str = setting("bce", "reconstruction loss: per-pixel binary cross-entropy (a Bernoulli decoder), "
+                        "squared error (a Gaussian one) or a discretized logistic over the 256 grey levels "
+                        "with a learned scale per pixel", choices=("bce", "mse", "logistic"))
     mse_sigma: float = setting(0.1, "std of the Gaussian decoder that the MSE loss assumes", min=0.01, max=1.0)
     prior_components: int = setting(1, "Gaussians in the mixture fitted to the training codes after training, "
                                     "that samples are drawn from (per class for a conditional model)", min=1, max=64)
@@ -65,6 +75,13 @@ class VAEConfig(AEConfig):
     prior_components: int = setting(0, "0: sample from the N(0, I) prior the ELBO trains with; k: from a mixture "
                                     "of k Gaussians fitted to the posterior means after training (per class for "
                                     "a conditional VAE)", min=0, max=64)
+    binarize: bool = setting(False, "train on digits binarized afresh each batch (each pixel on with probability "
+                             "its grey level), the classic binarized-MNIST setting; needs the bce loss")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.binarize and self.loss != "bce":
+            raise ConfigError(f"binarize needs the bce loss (a Bernoulli decoder), not {self.loss}")
 
 
 @dataclass(frozen=True)
@@ -91,17 +108,17 @@ class _Encoder(nn.Module):
 
 
 class _Decoder(nn.Module):
-    def __init__(self, width: int, hidden: int, code: int):
+    def __init__(self, width: int, hidden: int, code: int, out_channels: int = 1):
         super().__init__()
         self.width = width
         self.fc = nn.Sequential(nn.Linear(code, hidden), nn.SiLU(), nn.Linear(hidden, 2 * width * 49), nn.SiLU())
         self.deconv = nn.Sequential(
             nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.SiLU(),
-            nn.ConvTranspose2d(width, 1, 4, 2, 1),
+            nn.ConvTranspose2d(width, out_channels, 4, 2, 1),
         )
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.deconv(self.fc(z).view(-1, 2 * self.width, 7, 7))  # logits (B,1,28,28)
+        return self.deconv(self.fc(z).view(-1, 2 * self.width, 7, 7))  # (B,out_channels,28,28)
 
 
 @register("ae")
@@ -122,7 +139,7 @@ class Autoencoder(GenerativeModel):
         c = config
         extra = self.num_classes if self.conditional else 0
         self.encoder = _Encoder(c.width, c.hidden, self.code_factor * c.latent_dim, extra)
-        self.decoder = _Decoder(c.width, c.hidden, c.latent_dim + extra)
+        self.decoder = _Decoder(c.width, c.hidden, c.latent_dim + extra, 2 if c.loss == "logistic" else 1)
         # The sampling prior, fitted in on_train_end (see the module docstring); standard normal until then.
         slots = self.prior_slots
         if slots == 1:  # one Gaussian: the shapes of every checkpoint saved before mixtures existed
@@ -222,20 +239,37 @@ class Autoencoder(GenerativeModel):
 
     def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """Images (B,1,28,28) in [0,1] for codes (B,latent_dim)."""
-        return torch.sigmoid(self._decode_logits(z, labels))
+        out = self._decode_logits(z, labels)
+        return out[:, :1].clamp(0, 1) if self.config.loss == "logistic" else torch.sigmoid(out)
 
     def reconstruct(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Decode the code of x (B,1,28,28): images (B,1,28,28) in [0,1] (the posterior mean for VAEs)."""
         return self.decode(self.encode(x, labels), labels)
 
     def reconstruction_loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Per-image reconstruction loss (B,), summed over pixels (nats for the VAE decoders)."""
+        """Per-image reconstruction loss (B,), summed over pixels: the decoder's negative log-likelihood in
+        nats (for "mse" a Gaussian density on [0,1], which training uses as it is)."""
         if self.config.loss == "bce":
             per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        elif self.config.loss == "logistic":
+            return discretized_logistic_nll(target, *self._logistic_parameters(logits))
         else:
             sigma = self.config.mse_sigma
             per_pixel = 0.5 * ((torch.sigmoid(logits) - target) / sigma) ** 2 + math.log(sigma * math.sqrt(2 * math.pi))
         return per_pixel.flatten(1).sum(1)
+
+    @staticmethod
+    def _logistic_parameters(out: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean, log-scale), each (B,1,28,28), of the discretized-logistic decoder output (B,2,28,28). The
+        log-scale floor keeps a saturated pixel's probability finite (about 1/20 of a grey level)."""
+        return out[:, :1], out[:, 1:].clamp(min=-9.0)
+
+    def discrete_nll(self, logits: Tensor, target: Tensor) -> Tensor:
+        """-ln P(target) per image (B,) under a decoder that is a distribution over discrete pixels: Bernoulli
+        for "bce" (target in {0,1}); for "mse" the Gaussian integrated over each 8-bit bin."""
+        if self.config.loss == "mse":
+            return discretized_gaussian_nll(target, torch.sigmoid(logits), math.log(self.config.mse_sigma))
+        return self.reconstruction_loss(logits, target)
 
     # -- training ------------------------------------------------------------------------------
     def model_input(self, x: Tensor) -> Tensor:
@@ -255,6 +289,8 @@ class Autoencoder(GenerativeModel):
         """Fit the sampling prior to the training images' codes (a VAE with prior_components=0 keeps N(0, I))."""
         if not self.fitted_prior:
             return
+        if getattr(self.config, "binarize", False):  # the codes of the data it trained on
+            train_images = torch.bernoulli(train_images, generator=torch.Generator().manual_seed(0))
         codes = torch.cat([self.encode(xb.to(self.device), yb.to(self.device) if self.conditional else None)
                            for xb, yb in zip(train_images.split(512), train_labels.split(512))])
         self.fit_prior(codes.float(), train_labels if self.conditional else None)
@@ -305,7 +341,7 @@ class VAE(Autoencoder):
 
     Config = VAEConfig
     likelihood = "bound"
-    description = "Variational autoencoder (beta and BCE/MSE selectable)"
+    description = "Variational autoencoder (beta, and a Bernoulli, Gaussian or discretized-logistic decoder)"
     code_factor = 2
 
     def posterior(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -317,12 +353,14 @@ class VAE(Autoencoder):
                     sampling_prior: bool = False):
         """(reconstruction (B,), KL (B,)). Training measures KL to N(0, I) in closed form; with
         ``sampling_prior`` and a fitted prior it is the one-sample estimate log q(z|x) - log p(z) for
-        the prior the model samples from, so the bound belongs to the model that draws the samples."""
+        the prior the model samples from, so the bound belongs to the model that draws the samples.
+        With ``sampling_prior`` the reconstruction term is also the discrete one (``discrete_nll``)."""
         mu, logvar = self.posterior(x, labels)
         eps = (torch.randn(mu.shape, generator=generator).to(mu.device) if generator is not None
                else torch.randn_like(mu))
         z = mu + eps * torch.exp(0.5 * logvar)
-        recon = self.reconstruction_loss(self._decode_logits(z, labels), x)      # (B,)
+        nll = self.discrete_nll if sampling_prior else self.reconstruction_loss
+        recon = nll(self._decode_logits(z, labels), x)                           # (B,)
         if sampling_prior and self.fitted_prior:
             log_q = (-0.5 * (eps.pow(2) + logvar + math.log(2 * math.pi))).sum(1)
             return recon, log_q - self.prior_log_prob(z, labels)
@@ -332,6 +370,8 @@ class VAE(Autoencoder):
     def training_step(self, batch: tuple[Tensor, Tensor], step: int) -> StepOutput:
         """Negative ELBO: reconstruction plus beta * KL, beta ramped up over ``kl_warmup_steps``."""
         x, y = batch
+        if self.config.binarize:
+            x = torch.bernoulli(x)
         recon, kl = self._elbo_terms(x, y if self.conditional else None)
         warm = self.config.kl_warmup_steps
         beta = self.config.beta * (min(1.0, (step + 1) / warm) if warm else 1.0)
@@ -339,19 +379,37 @@ class VAE(Autoencoder):
         return StepOutput(loss, {"loss": loss.item(), "recon": recon.mean().item(), "kl": kl.mean().item(),
                                  "beta": beta})
 
+    def likelihood_benchmark(self) -> str:
+        """Binarized digits for the Bernoulli decoder, 8-bit digits for the discretized ones."""
+        return BINARIZED.key if self.config.loss == "bce" else EIGHT_BIT.key
+
+    def likelihood_note(self) -> str:
+        """How the bound was made, where the benchmark's data differs from the training data."""
+        if self.config.loss == "bce" and not self.config.binarize:
+            return "a Bernoulli decoder trained on grey levels, scored on the binarized test digits"
+        return ""
+
     @torch.no_grad()
     def bits_per_dim(self, x: Tensor, labels: Tensor | None = None,
                      generator: torch.Generator | None = None) -> Tensor:
-        """Negative ELBO per image in bits/dim (B,): an upper bound on -log p(x), under the prior the
-        model samples from (the fitted mixture when there is one).
+        """Negative ELBO per image in bits/dim (B,): an upper bound on -log2 P(x) / dims, under the
+        prior the model samples from (the fitted mixture when there is one). x is binarized (the bce
+        decoder) or on the 8-bit grid (mse and logistic, integrated over each grey level's bin).
 
-        BCE: the Bernoulli decoder's bound on pixel intensities. MSE: a Gaussian density on
-        [0,1], discretised to 256 levels (adds 8 bits/dim), so both are bits per 8-bit pixel.
+        A conditional model given no labels bounds p(x) = mean over classes of p(x | y) (the classes
+        are equally likely in training): log p(x) >= logsumexp_y ELBO(x, y) - log K.
         """
-        recon, kl = self._elbo_terms(x, labels, generator, sampling_prior=True)
         dims = x[0].numel()
-        bpd = (recon + kl) / (dims * LOG2)
-        return bpd + 8.0 if self.config.loss == "mse" else bpd
+        if self.conditional and labels is None:
+            per_class = []
+            for c in range(self.num_classes):
+                y = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
+                recon, kl = self._elbo_terms(x, y, generator, sampling_prior=True)
+                per_class.append(-(recon + kl))
+            log_p = torch.stack(per_class).logsumexp(0) - math.log(self.num_classes)
+            return -log_p / (dims * LOG2)
+        recon, kl = self._elbo_terms(x, labels, generator, sampling_prior=True)
+        return (recon + kl) / (dims * LOG2)
 
 
 @register("cvae")

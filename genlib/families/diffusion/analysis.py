@@ -34,7 +34,7 @@ from genlib.families.diffusion.model import DiffusionModel
 from genlib.images import to_grid
 from genlib.metrics import classifier_features, frechet_distance_from_features
 from genlib.model import GenerativeModel, SamplingStep
-from genlib.scoring import EVAL_SHAPE, SCORE_VERSION
+from genlib.scoring import EVAL_SHAPE, SAMPLE_QUALITY_VERSION
 
 ReportFn = Callable[[float, str], None]
 MAX_TIMELINE_IMAGES = 64
@@ -243,7 +243,7 @@ def steps_quality(model: DiffusionModel, *, samplers: Sequence[str] = CURVE_SAMP
 
 # -- the cache --------------------------------------------------------------------------------------------
 def _cache_path(fingerprint: str, num_samples: int, seed: int) -> Path:
-    key = json.dumps(["steps-quality", SCORE_VERSION, fingerprint, num_samples, seed])
+    key = json.dumps(["steps-quality", SAMPLE_QUALITY_VERSION, fingerprint, num_samples, seed])
     return score_cache_dir() / f"steps-quality-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
@@ -251,7 +251,7 @@ def _read(path: Path, fingerprint: str) -> StepsQuality | None:
     """The result stored at ``path`` for this checkpoint content; None if missing, unreadable or stale."""
     try:
         data = json.loads(path.read_text())
-        if data.get("fingerprint") != fingerprint or data.get("score_version") != SCORE_VERSION:
+        if data.get("fingerprint") != fingerprint or data.get("score_version") != SAMPLE_QUALITY_VERSION:
             return None
         return StepsQuality.from_dict(data)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -293,7 +293,8 @@ def save_steps_quality(folder: str | Path, result: StepsQuality, *, into_folder:
                                                                           result.evaluator):
         points = {**{(p.sampler, p.steps): p for p in old.points}, **points}
     merged = dataclasses.replace(result, points=list(points.values()))
-    text = json.dumps({"score_version": SCORE_VERSION, "fingerprint": fingerprint, **merged.to_dict()}, indent=1)
+    text = json.dumps({"score_version": SAMPLE_QUALITY_VERSION, "fingerprint": fingerprint, **merged.to_dict()},
+                      indent=1)
     if into_folder:
         write_extra(folder, STEPS_QUALITY_FILE, text)
     else:

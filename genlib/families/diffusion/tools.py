@@ -15,6 +15,7 @@ import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor
 from torch import Tensor
 
+from genlib.likelihood import discretized_gaussian_nll
 from genlib.model import SamplingCallback, SamplingStep
 
 if TYPE_CHECKING:
@@ -166,19 +167,6 @@ def denoise_from_noise_level(model: DiffusionModel, noisy: Tensor, sigma: float,
 
 
 # -- likelihood -------------------------------------------------------------------------------------------------
-def _discretized_gaussian_nll(x0: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
-    """-log P(x0) (N,), summed over pixels, of a Gaussian integrated over x0's 8-bit bin in [-1,1]
-    (Ho et al. 2020, eq. 13; the edge bins reach to -inf and +inf)."""
-    inv_std = torch.exp(-log_std)
-    upper = inv_std * (x0 - mean + 1 / 255)
-    lower = inv_std * (x0 - mean - 1 / 255)
-    log_cdf_upper = torch.special.log_ndtr(upper)             # log P(X <= upper edge)
-    log_sf_lower = torch.special.log_ndtr(-lower)              # log P(X >= lower edge)
-    log_mid = torch.log((torch.special.ndtr(upper) - torch.special.ndtr(lower)).clamp(min=1e-12))
-    log_p = torch.where(x0 < -0.999, log_cdf_upper, torch.where(x0 > 0.999, log_sf_lower, log_mid))
-    return -log_p.flatten(1).sum(1)
-
-
 @torch.no_grad()
 def bits_per_dim(model: DiffusionModel, x: Tensor, labels: Tensor | None = None,
                  generator: torch.Generator | None = None, num_timesteps: int = 2) -> Tensor:
@@ -222,7 +210,7 @@ def bits_per_dim(model: DiffusionModel, x: Tensor, labels: Tensor | None = None,
     prior = 0.5 * (a_T * x0.pow(2) + (1 - a_T) - 1 - torch.log(1 - a_T)).flatten(1).sum(1)
     # decoder at index 0: mean x0_hat(x_1), std sqrt(beta~_1) (beta~_0 = 0 is clipped, as in improved DDPM)
     zero = torch.zeros(n, dtype=torch.long)
-    decoder = _discretized_gaussian_nll(x0, x0_hat(zero), 0.5 * torch.log(post_var[1]).float())
+    decoder = discretized_gaussian_nll(x0, x0_hat(zero), 0.5 * torch.log(post_var[1]).float(), low=-1.0, high=1.0)
     # denoising terms 1..T-1, stratified
     edges = torch.unique(torch.logspace(0, math.log10(T), num_timesteps + 1).round().long())  # 1 .. T
     middle = torch.zeros(n, device=dev)

@@ -31,58 +31,12 @@ from genlib import background
 from genlib.background import Control, Failed, Work
 from genlib.config import Config, setting
 from genlib.families.gan.model import LOSS_NAMES, LOSSES, gradient_penalty
+from genlib.toy_data import DISTRIBUTIONS, GAUSSIAN_MEAN, init_linear_, sample_distribution  # noqa: F401 - re-exported
 from genlib.training import TrainingDiverged
 
-GAUSSIAN_MEAN = (1.0, -0.5)  # the "gaussian" distribution: a known target for tests and newcomers
-GAUSSIAN_STD = 0.5
 MAX_HISTORY = 5000           # loss rows kept per model (one per G update)
 TICK_SLEEP_S = 0.02          # pause between ticks, so a running session never hogs a small CPU
 MAX_RUNNING_TOY_SESSIONS = 4
-
-
-# -- distributions: name -> (n, generator) -> points (n,2) ----------------------------------------------
-def _ring(n: int, g: torch.Generator) -> Tensor:
-    angle = torch.randint(0, 8, (n,), generator=g) * (2 * math.pi / 8)
-    return 2.0 * torch.stack([angle.cos(), angle.sin()], 1) + 0.1 * torch.randn((n, 2), generator=g)
-
-
-def _grid(n: int, g: torch.Generator) -> Tensor:
-    centres = torch.randint(-2, 3, (n, 2), generator=g).float()
-    return centres + 0.05 * torch.randn((n, 2), generator=g)
-
-
-def _moons(n: int, g: torch.Generator) -> Tensor:
-    from sklearn.datasets import make_moons
-
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
-    x, _ = make_moons(n_samples=n, noise=0.05, random_state=seed)
-    return (torch.from_numpy(x).float() - torch.tensor([0.5, 0.25])) * 1.5
-
-
-def _spiral(n: int, g: torch.Generator) -> Tensor:
-    t = 3 * math.pi * torch.rand(n, generator=g).sqrt()  # sqrt: even density along the arm
-    r = 0.3 + 1.7 * t / (3 * math.pi)
-    return torch.stack([r * t.cos(), r * t.sin()], 1) + 0.05 * torch.randn((n, 2), generator=g)
-
-
-def _gaussian(n: int, g: torch.Generator) -> Tensor:
-    return torch.tensor(GAUSSIAN_MEAN) + GAUSSIAN_STD * torch.randn((n, 2), generator=g)
-
-
-DISTRIBUTIONS: dict[str, Callable[[int, torch.Generator], Tensor]] = {
-    "ring": _ring,          # 8 Gaussians on a circle of radius 2
-    "grid": _grid,          # 5x5 Gaussians at the integer points of [-2,2]^2
-    "moons": _moons,        # scikit-learn's two moons, centred
-    "spiral": _spiral,      # one arm, 1.5 turns
-    "gaussian": _gaussian,  # N(GAUSSIAN_MEAN, GAUSSIAN_STD^2 I)
-}
-
-
-def sample_distribution(name: str, n: int, generator: torch.Generator | None = None) -> Tensor:
-    """``n`` points (n,2) float32 from the distribution ``name`` (see ``DISTRIBUTIONS``)."""
-    if name not in DISTRIBUTIONS:
-        raise ValueError(f"unknown distribution {name!r}; known: {', '.join(DISTRIBUTIONS)}")
-    return DISTRIBUTIONS[name](n, generator if generator is not None else torch.Generator().manual_seed(0)).float()
 
 
 # -- the model -------------------------------------------------------------------------------------------
@@ -115,16 +69,6 @@ def _mlp(n_in: int, hidden: int, layers: int, n_out: int, act: Callable[[], nn.M
     return nn.Sequential(*mods, nn.Linear(sizes[-1], n_out))
 
 
-def _init_(net: nn.Module, g: torch.Generator) -> None:
-    """PyTorch's default Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn from ``g``."""
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.Linear):
-                bound = 1 / math.sqrt(m.in_features)
-                m.weight.uniform_(-bound, bound, generator=g)
-                m.bias.uniform_(-bound, bound, generator=g)
-
-
 @dataclass
 class ToySnapshot:
     """A picture of a toy GAN at one moment; numpy copies, safe to keep and to plot."""
@@ -150,8 +94,8 @@ class Toy2DGAN:
         self.loss = LOSSES["logit"][c.loss]
         self.generator = _mlp(c.noise_dim, c.hidden, c.hidden_layers, 2, lambda: nn.LeakyReLU(0.2))
         self.discriminator = _mlp(2, c.hidden, c.hidden_layers, 1, nn.Tanh)  # tanh: a smooth surface
-        _init_(self.generator, self.rng)
-        _init_(self.discriminator, self.rng)
+        init_linear_(self.generator, self.rng)
+        init_linear_(self.discriminator, self.rng)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=c.g_lr, betas=(c.adam_beta1, 0.999))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=c.d_lr, betas=(c.adam_beta1, 0.999))
         self.fixed_noise = torch.randn((c.num_points, c.noise_dim), generator=self.rng)
