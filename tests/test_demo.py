@@ -309,3 +309,12 @@ def test_the_community_cloud_pipfile_matches_requirements():
     root = Path(__file__).resolve().parent.parent
     check = subprocess.run([sys.executable, "scripts/cloud_deps.py"], cwd=root, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+
+
+def test_the_server_config_turns_off_streamlits_gc_after_every_script_run():
+    """Streamlit's own reading of .streamlit/config.toml (run where `streamlit run` runs): a full gc.collect()
+    after every script run, each poll of a live panel included, held the GIL ~0.3 s and starved the runner."""
+    code = ("from streamlit import config; "
+            "print(config.get_option('runner.postScriptGC'), config.get_option('server.maxUploadSize'))")
+    read = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert read.stdout.split() == ["False", "5"], read.stdout + read.stderr
