@@ -73,6 +73,29 @@ def time_view_in_place(page, start: float) -> tuple[float, float, float]:
     return first, board, time.perf_counter() - start
 
 
+def start_server(tree: Path, env: dict, port: int, *flags: str) -> tuple[subprocess.Popen, str]:
+    """`streamlit run streamlit_app.py` in ``tree`` (extra command-line ``flags``), once it answers its
+    health check: (the process, its URL). The caller terminates it."""
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless",
+                               "true", "--server.port", str(port), "--server.fileWatcherType", "none",
+                               "--browser.gatherUsageStats", "false", *flags],
+                              cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    return server, url
+
+
+def launch_chromium(playwright):
+    """Debian's Chromium under Playwright, with the flags this closed network needs."""
+    return playwright.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                                      args=CHROMIUM_ARGS)
+
+
 def fresh_clone() -> Path:
     target = Path(tempfile.mkdtemp(prefix="genlib-fresh-")) / "lab"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(target)], check=True)
@@ -88,24 +111,13 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="genlib-bench-"))
     env = {**os.environ, "GENLIB_SCORE_CACHE": str(scratch / "scores"), "GENLIB_RUNS_DIR": str(scratch / "runs")}
     env.pop("GENLIB_CHECKPOINTS", None)
-    url = f"http://127.0.0.1:{args.port}"
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless",
-                               "true", "--server.port", str(args.port), "--server.fileWatcherType", "none",
-                               "--browser.gatherUsageStats", "false"],
-                              cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, url = start_server(tree, env, args.port)
     rows: list[tuple[str, int, float, float, float]] = []
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
         shipped = sorted(p.name for p in (tree / "checkpoints").iterdir()
                          if (p / "config.json").exists() and p.name != "digit-classifier")
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                                        args=CHROMIUM_ARGS)
+            browser = launch_chromium(p)
 
             def visit(label: str, address: str) -> None:
                 page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()

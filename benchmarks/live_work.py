@@ -19,17 +19,14 @@ import multiprocessing
 import os
 import platform
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import torch
 from playwright.sync_api import sync_playwright
 
-from benchmarks.compare_page import CHROMIUM_ARGS
+from benchmarks.compare_page import launch_chromium, start_server
 from genlib import background
 from genlib.checkpoints import load_model
 from genlib.families.autoregressive.analysis import PixelSampling
@@ -62,21 +59,10 @@ def in_page(post_script_gc: bool | None, port: int) -> float | None:
     scratch = Path(tempfile.mkdtemp(prefix="genlib-bench-"))
     env = {**os.environ, "GENLIB_RUNS_DIR": str(scratch / "runs"), "OMP_NUM_THREADS": "1"}
     override = [] if post_script_gc is None else ["--runner.postScriptGC", str(post_script_gc).lower()]
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless",
-                               "true", "--server.port", str(port), "--server.fileWatcherType", "none",
-                               "--browser.gatherUsageStats", "false", *override],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_server(ROOT, env, port, *override)
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                                        args=CHROMIUM_ARGS)
+            browser = launch_chromium(p)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{url}/autoregressive")
             page.get_by_role("heading", name="Autoregressive models").wait_for(timeout=300_000)
