@@ -76,6 +76,21 @@ def test_actnorm_starts_from_the_statistics_of_its_first_batch():
     assert torch.equal(layer.bias, before) and bool(layer.initialised)
 
 
+def test_under_bf16_autocast_only_the_coupling_networks_round_the_main_path_does_not():
+    """Training with --cpu-bf16: a coupling's scale and shift may come from a bf16 network (any function of
+    the kept half keeps the layer invertible), but the 1x1 convolution is the map itself, so it stays exact."""
+    torch.manual_seed(0)
+    conv, coupling = InvConv1x1(4), _perturbed(AffineCoupling(4, 8, "channel", 0)).float()
+    x = torch.randn(2, 4, 3, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z, logdet = conv(x)
+        zc, logdet_c = coupling(x)
+    assert z.dtype == torch.float32 and torch.equal(z, conv(x)[0]) and torch.equal(logdet, conv(x)[1])
+    assert zc.dtype == torch.float32 and logdet_c.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):   # the same bf16 network undoes it: the kept half is unchanged
+        assert torch.allclose(coupling.inverse(zc), x, atol=1e-5)
+
+
 @pytest.mark.parametrize("family", FLOWS)
 def test_every_flow_round_trips_and_its_logdet_matches_the_full_jacobian(family, core_tiny_model):
     model = core_tiny_model(family)

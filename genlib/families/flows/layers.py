@@ -159,9 +159,13 @@ class InvConv1x1(FlowLayer):
         self.weight = nn.Parameter(q)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(W x per pixel, logdet (B,) = H * W * log|det W|)."""
+        """(W x per pixel, logdet (B,) = H * W * log|det W|). In x's own precision, also under bf16 autocast:
+        this is the main path, and W x rounded to bf16 would no longer be the map whose logdet is counted
+        (a coupling's network may run in bf16: its scale and shift are any function of the kept half)."""
         logdet = torch.linalg.slogdet(self.weight)[1] * x.shape[2] * x.shape[3]
-        return F.conv2d(x, self.weight.view(*self.weight.shape, 1, 1)), logdet.expand(x.shape[0])
+        with torch.autocast(x.device.type, enabled=False):
+            z = F.conv2d(x, self.weight.view(*self.weight.shape, 1, 1))
+        return z, logdet.expand(x.shape[0])
 
     def inverse(self, z: Tensor) -> Tensor:
         """W^-1 z per pixel (the inverse in float64, so the round trip stays exact)."""
