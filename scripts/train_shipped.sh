@@ -29,7 +29,10 @@ want nice-mnist    && run nice-mnist    python -m genlib train nice    --out che
 # Autoregressive models, exact likelihoods: the Gated PixelCNN on binarized digits (binarized afresh each batch) and on
 # 8-bit ones (a 256-way softmax), and the Row-LSTM PixelRNN on binarized digits (each under 30 min on one core).
 AR_FLAGS=(--batch-size 64 --lr 1e-3 --lr-schedule cosine --warmup-steps 100 --grad-clip 5 --epochs 100 --preview-every 500)
-want pixelcnn-mnist      && run pixelcnn-mnist      python -m genlib train pixelcnn --out checkpoints/pixelcnn-mnist      --data binarized --channels 48 --layers 8 --kernel 3 --max-steps 1000 "${AR_FLAGS[@]}"
+# The binarized PixelCNN runs alone on both cores with bf16 autocast (AMX here): 5,000 steps of batch 32 in 1,670 s,
+# 87.56 nats; the recipe before it (1,000 steps of batch 64 in fp32 on one thread, 2,060 s) reached 93.55.
+want pixelcnn-mnist      && OMP_NUM_THREADS=2 run pixelcnn-mnist python -m genlib train pixelcnn --out checkpoints/pixelcnn-mnist \
+  --data binarized --channels 48 --layers 8 --kernel 3 "${AR_FLAGS[@]}" --batch-size 32 --max-steps 5000 --preview-every 1000 --cpu-bf16
 want pixelcnn-8bit-mnist && run pixelcnn-8bit-mnist python -m genlib train pixelcnn --out checkpoints/pixelcnn-8bit-mnist --data 8-bit --channels 32 --layers 8 --kernel 3 --max-steps 600 "${AR_FLAGS[@]}"
 want pixelrnn-mnist      && run pixelrnn-mnist      python -m genlib train pixelrnn --out checkpoints/pixelrnn-mnist      --data binarized --channels 32 --layers 2 --max-steps 3000 "${AR_FLAGS[@]}"
 # The RBM: 500 hidden units and CD-25, the published reference's setting; AIS (14,500 temperatures, 100 runs) at the end.
