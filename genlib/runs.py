@@ -10,7 +10,6 @@ one step (well under a second here) and still saves the partial run.
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import platform
@@ -22,13 +21,12 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from huggingface_hub import ModelCardData
 
 from genlib import background
 from genlib.background import Control, Failed, Work
-from genlib.checkpoints import CheckpointError, runs_dir, save_folder
+from genlib.checkpoints import HISTORY_FILE, CheckpointError, history_bytes, runs_dir, save_folder
 from genlib.config import Config, TrainConfig
 from genlib.data import training_set
 from genlib.demo import limits
@@ -45,7 +43,7 @@ PREVIEW_COUNT = 16
 TEXT_PREVIEW_COUNT = 3  # text samples in a text model's preview
 PREVIEW_NROW = 4        # a square 4x4 grid stays large enough to read in a narrow live panel
 HISTOGRAM_COUNT = 100   # fixed-noise samples the evaluator classifies at each snapshot
-SIDE_FILES_BYTES = 256 * 1024   # about what a run's samples.png, history.csv and card take
+SIDE_FILES_BYTES = 256 * 1024   # about what a run's samples.png, gzipped loss log and card take
 MAX_SNAPSHOTS = 64      # older snapshots are thinned (every other one dropped) beyond this
 
 
@@ -154,15 +152,12 @@ def save_run(model: GenerativeModel, train: TrainConfig, result: TrainResult, ou
     samples, nrow = preview_samples(model)
     preview = ({"samples.txt": samples_text(model, samples)} if model.trained_data().tokens else
                {"samples.png": grid_png(samples, nrow, metadata={"family": model.family, "seed": str(PREVIEW_SEED)})})
-    history = io.StringIO()
-    # five significant digits: a loss curve needs no more, and the shipped logs stay under half the size
-    pd.DataFrame(result.history).to_csv(history, index=False, float_format="%.5g")
     metrics = {**metrics, "status": status, "train_steps": result.steps, "train_seconds": round(result.seconds, 1)}
     meta = {"family": model.family, "model": model.config.to_dict(), "train": train.to_dict()}
     files = {
         "metrics.json": json.dumps(metrics, indent=2),
         **preview,
-        "history.csv": history.getvalue(),
+        HISTORY_FILE: history_bytes(result.history),
         "README.md": model_card(model.family, model, train, metrics, status),
     }
     try:

@@ -15,7 +15,7 @@ import streamlit as st
 import genlib
 from genlib import background, runs
 from genlib.background import RunnerBusy, Snapshot, Work
-from genlib.checkpoints import WEIGHTS_FILE, CheckpointError
+from genlib.checkpoints import WEIGHTS_FILE, CheckpointError, read_history
 from genlib.images import grid_png, to_png
 from genlib.runs import JobView, preview_samples, start_training_job
 from genlib.scoring import METRIC_BY_KEY, metric_title
@@ -190,11 +190,19 @@ def metrics_panel(p: Picked, key_prefix: str,
         else:
             st.info("This checkpoint has no metrics.json.")
     with right:
-        history = info.path / "history.csv"
-        if history.exists():
-            st.plotly_chart(history_figure(pd.read_csv(history)), key=f"{key_prefix}_metrics_loss")
+        try:
+            history = read_history(info.path)
+        except CheckpointError as err:
+            st.warning(f"The loss log cannot be shown: {err}")
         else:
-            st.info("This checkpoint has no loss log (history.csv).")
+            if history is None or history.empty:
+                st.info("This checkpoint has no loss log (history.csv.gz).")
+            else:
+                st.plotly_chart(history_figure(history), key=f"{key_prefix}_metrics_loss")
+                st.download_button("Loss log (CSV)", data=history.to_csv(index=False),
+                                   file_name=f"{info.name}-history.csv", mime="text/csv",
+                                   key=f"{key_prefix}_dl_history", on_click="ignore", icon=":material/download:",
+                                   help=f"one row per training step, {len(history):,} rows")
     cols = st.columns(4)
     if p.model.trained_data().tokens:  # a text model's preview is its samples.txt
         samples_text = info.preview_text or runs.samples_text(p.model, preview_samples(p.model)[0])

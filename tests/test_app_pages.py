@@ -149,7 +149,24 @@ def test_autoencoders_page_shows_every_tab_for_the_default_vae(app_env):
     show_tab(at, "Metrics & downloads")
     assert at.table
     keys = {b.key for b in at.download_button}
-    assert {"ae_dl_preview", "ae_dl_weights", "ae_dl_metrics", "ae_dl_config"} <= keys
+    assert {"ae_dl_preview", "ae_dl_weights", "ae_dl_metrics", "ae_dl_config", "ae_dl_history"} <= keys
+
+
+def test_a_broken_loss_log_is_named_and_the_rest_of_the_panel_still_works(app_env):
+    import shutil
+
+    run = app_env["runs"] / "broken-log"
+    shutil.copytree(shipped("ae").path, run)
+    genlib.checkpoints.history_file(run).unlink()
+    rows = [{"step": step, "loss": 1.0 / step} for step in range(1, 500)]
+    (run / "history.csv.gz").write_bytes(genlib.checkpoints.history_bytes(rows)[:40])   # a gzip file cut short
+    at = open_ae_page()
+    at.selectbox(key="ae_model_choice").set_value(str(run))
+    show_tab(run_clean(at), "Metrics & downloads")
+    assert any("The loss log cannot be shown" in w.value and "not a complete gzip file" in w.value
+               for w in at.warning), [w.value for w in at.warning]
+    keys = {b.key for b in at.download_button}
+    assert {"ae_dl_weights", "ae_dl_metrics", "ae_dl_config"} <= keys and "ae_dl_history" not in keys
 
 
 @pytest.mark.parametrize("family", ["ae", "dae", "cvae"])

@@ -6,6 +6,7 @@ its time importing torch), and one trained VAE and one conditional VAE are share
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import os
@@ -107,7 +108,7 @@ def _main(*argv: str) -> int:
 # -- train -----------------------------------------------------------------------------------------------
 def test_train_writes_a_complete_checkpoint_folder(core_cli_runs):
     vae = core_cli_runs["vae"]
-    assert sorted(p.name for p in vae.iterdir()) == ["README.md", "config.json", "history.csv", "metrics.json",
+    assert sorted(p.name for p in vae.iterdir()) == ["README.md", "config.json", "history.csv.gz", "metrics.json",
                                                      "model.safetensors", "samples.png"]
     assert not [p for p in vae.parent.iterdir() if p.name.startswith(".")]  # no temp folders left
     config = json.loads((vae / "config.json").read_text())
@@ -121,7 +122,7 @@ def test_train_writes_a_complete_checkpoint_folder(core_cli_runs):
     assert isinstance(metrics["binarized_nats"], float) and metrics["binarized_nats"] > 0
     assert metrics["likelihood_benchmark"] == "binarized" and "bits_per_dim" not in metrics
     assert metrics["status"] == "finished" and metrics["train_steps"] == 5
-    rows = list(csv.DictReader(io.StringIO((vae / "history.csv").read_text())))
+    rows = list(csv.DictReader(io.StringIO(gzip.decompress((vae / "history.csv.gz").read_bytes()).decode())))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5] and {"loss", "kl", "recon"} <= set(rows[0])
     png = Image.open(vae / "samples.png")
     assert png.format == "PNG" and png.text["family"] == "vae"

@@ -20,7 +20,7 @@ from sklearn.metrics import f1_score
 
 from conftest import wait_for
 from genlib import background
-from genlib.checkpoints import CheckpointError
+from genlib.checkpoints import CheckpointError, read_history
 from genlib.families.transformers.encoder import (FinetuneConfig, FinetuneJob, encoder_folder, finetune_encoder,
                                                   finetuned_runs, load_classifier, predict, read_finetune_metrics,
                                                   start_finetune_job)
@@ -335,8 +335,8 @@ def test_pretraining_stops_at_its_time_limit(tmp_path):
     # 0.12 s of training: the time, not the 100,000 steps, ended it, and the folder was still saved.
     assert 1 <= metrics["train_steps"] < 1_000
     assert (tmp_path / "timed" / "model.safetensors").is_file()
-    history = (tmp_path / "timed" / "history.csv").read_text().splitlines()
-    assert len(history) == metrics["train_steps"] + 1   # a header, then one row per step taken
+    history = read_history(tmp_path / "timed")
+    assert list(history["step"]) == list(range(1, metrics["train_steps"] + 1))   # one row per step taken
 
 
 def test_texts_longer_than_the_model_are_cut_to_its_positions(tiny_encoder):

@@ -104,7 +104,7 @@ def test_job_runs_in_background_progresses_and_finishes(tmp_path):
     assert info.family == "vae" and model.config == _tiny("vae")
     metrics = json.loads((view.result_path / "metrics.json").read_text())
     assert metrics["status"] == "finished" and metrics["train_steps"] == 200 and "frechet_distance" in metrics
-    for name in ("samples.png", "history.csv", "README.md"):
+    for name in ("samples.png", "history.csv.gz", "README.md"):
         assert (view.result_path / name).exists()
 
 

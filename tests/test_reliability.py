@@ -42,7 +42,7 @@ from test_e2e_browser import EXCEPTION, LOAD_MS, _compare_view, app_server, brow
 
 import genlib
 from genlib import TrainConfig, background
-from genlib.checkpoints import CheckpointError, list_checkpoints, load_model
+from genlib.checkpoints import CheckpointError, list_checkpoints, load_model, read_history
 from genlib.families.autoencoders import VAE
 from genlib.model import StepOutput
 from genlib.runs import TrainingJob, build_model, save_run, start_training_job, train_run
@@ -363,7 +363,7 @@ def test_cancel_stops_the_job_within_a_step_and_saves_a_usable_partial_run(runs,
     metrics = json.loads((path / "metrics.json").read_text())
     assert metrics["status"] == "cancelled" and metrics["train_steps"] == final.step
     assert "Status: cancelled." in (path / "README.md").read_text()
-    assert len((path / "history.csv").read_text().splitlines()) == final.step + 1  # header + one row per step
+    assert list(read_history(path)["step"]) == list(range(1, final.step + 1))  # one row per step
     listed = [i for i in list_checkpoints(family) if i.name == f"partial-{family}"]
     assert len(listed) == 1 and listed[0].metrics["status"] == "cancelled"
     model, _ = load_model(f"partial-{family}")

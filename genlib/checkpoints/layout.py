@@ -16,7 +16,7 @@ WEIGHTS_FILE = "model.safetensors"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
 # What a hub download fetches: configs, safetensors weights (a diffusers pipeline's unet/ and
 # scheduler/ folders included: fnmatch's * crosses "/") and side files; never pickles or code.
-HUB_ALLOW_PATTERNS = ("*.json", "*.safetensors", "*.png", "*.md", "*.csv", "*.txt")
+HUB_ALLOW_PATTERNS = ("*.json", "*.safetensors", "*.png", "*.md", "*.csv", "*.csv.gz", "*.txt")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 HUB_TOP_LEVEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*$")  # the Hub's old un-owned ids: gpt2, bert-base-uncased
 MAX_HUB_NAME_CHARS = 96     # the Hub's limit on each of owner and name

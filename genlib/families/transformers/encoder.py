@@ -29,7 +29,7 @@ from transformers.utils import logging as hf_logging
 
 from genlib import background
 from genlib.background import Control, Work
-from genlib.checkpoints import CheckpointError, resolve, runs_dir, shown
+from genlib.checkpoints import HISTORY_FILE, CheckpointError, history_bytes, resolve, runs_dir, shown
 from genlib.config import Config, setting
 from genlib.demo import limits
 from genlib.families.transformers.textclass import TextSet, classification_metrics, tfidf_baseline
@@ -58,15 +58,7 @@ def warmup_linear(optimizer, total: int, warmup: float):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_linear_factor(s / total, warmup))
 
 
-def history_csv(rows: list[dict[str, Any]]) -> str:
-    """Rows of one kind as CSV text (header from the first row)."""
-    if not rows:
-        return ""
-    keys = list(rows[0])
-    return "\n".join([",".join(keys), *(",".join(f"{r.get(k, '')}" for k in keys) for r in rows)]) + "\n"
-
-
-def save_transformers_folder(out: str | Path, model, tokenizer, files: dict[str, str]) -> Path:
+def save_transformers_folder(out: str | Path, model, tokenizer, files: dict[str, str | bytes]) -> Path:
     """Write model + tokenizer + side files into a fresh folder beside ``out``, then swap it in, so a
     run killed while saving never leaves a half-written ``out`` (the previous one stays until the swap)."""
     out = Path(out)
@@ -75,8 +67,11 @@ def save_transformers_folder(out: str | Path, model, tokenizer, files: dict[str,
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        for name, text in files.items():
-            (tmp / name).write_text(text, encoding="utf-8")
+        for name, content in files.items():
+            if isinstance(content, bytes):
+                (tmp / name).write_bytes(content)
+            else:
+                (tmp / name).write_text(content, encoding="utf-8")
         for weights in tmp.glob("*.safetensors"):   # safetensors writes 0600; readable like the files beside it
             shutil.copymode(tmp / "config.json", weights)
         old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
@@ -258,7 +253,7 @@ def finetune_encoder(source: str | Path, dataset: TextSet, config: FinetuneConfi
                "best_epoch": best[1], "best_val_accuracy": best[0], "evals": evals, "train_steps": step,
                "train_seconds": round(time.time() - started, 1), "finetune": config.to_dict(), "lr_used": lr}
     path = save_transformers_folder(out, model, tokenizer, {
-        "metrics.json": json.dumps(metrics, indent=2), "history.csv": history_csv(history),
+        "metrics.json": json.dumps(metrics, indent=2), HISTORY_FILE: history_bytes(history),
         "README.md": _finetune_card(metrics)})
     return FinetuneResult(path, metrics)
 

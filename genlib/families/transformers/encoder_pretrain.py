@@ -29,9 +29,10 @@ from torch.nn import functional as F
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast, DataCollatorForLanguageModeling
 
 from genlib import background
+from genlib.checkpoints import HISTORY_FILE, history_bytes
 from genlib.config import Config, ConfigError, setting
 from genlib.text_data import text_split
-from genlib.families.transformers.encoder import (SHIPPED_ENCODER, Report, history_csv, save_transformers_folder,
+from genlib.families.transformers.encoder import (SHIPPED_ENCODER, Report, save_transformers_folder,
                                                   warmup_linear_factor)
 from genlib.families.transformers.textclass import builtin_dataset
 
@@ -193,7 +194,7 @@ def pretrain_encoder(config: PretrainConfig, out: str | Path, *, report: Report 
                "train_seconds": round(time.time() - started, 1), "pretrain": config.to_dict()}
     card = _pretrain_card(config, metrics)
     save_transformers_folder(out, model, tokenizer, {"metrics.json": json.dumps(metrics, indent=2),
-                                                      "history.csv": history_csv(history), "README.md": card})
+                                                      HISTORY_FILE: history_bytes(history), "README.md": card})
     return metrics
 
 
