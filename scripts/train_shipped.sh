@@ -24,10 +24,10 @@ want cgan-mnist    && run cgan-mnist    python -m genlib train cgan    --out che
 # Normalizing flows, by exact maximum likelihood on the dequantized 8-bit digits (each under 30 min on one core).
 FLOW_FLAGS=(--batch-size 64 --lr 1e-3 --lr-schedule cosine --warmup-steps 200 --grad-clip 5 --epochs 200 --preview-every 1000)
 # Glow: batch 16 with bf16 autocast (the 1x1 convolution stays exact) and a logit margin of 0.01 won the
-# equal-time pilots in benchmarks/equal_time.md. Alone on both cores, 30,000 steps in 1,826 s reach 1.253 bits/dim,
-# 26 s over the 30-minute budget (28,000 steps: 1,840 s on a slower hour, 1.255; margin 0.05: 1.339 in 1,707 s).
+# equal-time pilots in benchmarks/equal_time.md. Alone on both cores, 24,000 steps in 1,723 s reach 1.265 bits/dim
+# (30,000 steps reach 1.253 but took 1,826 s, over the 30-minute budget; margin 0.05, 30,000 steps: 1.339 in 1,707 s).
 want glow-mnist    && OMP_NUM_THREADS=2 run glow-mnist python -m genlib train glow --out checkpoints/glow-mnist --hidden 64 --steps 8 \
-  --logit-alpha 0.01 "${FLOW_FLAGS[@]}" --batch-size 16 --max-steps 30000 --preview-every 5000 --cpu-bf16
+  --logit-alpha 0.01 "${FLOW_FLAGS[@]}" --batch-size 16 --max-steps 24000 --preview-every 5000 --cpu-bf16
 want realnvp-mnist && run realnvp-mnist python -m genlib train realnvp --out checkpoints/realnvp-mnist --hidden 64 --steps 3 --max-steps 3600 "${FLOW_FLAGS[@]}"
 want nice-mnist    && run nice-mnist    python -m genlib train nice    --out checkpoints/nice-mnist    --hidden 64 --max-steps 12000 "${FLOW_FLAGS[@]}"
 # Autoregressive models, exact likelihoods: the Gated PixelCNN on binarized digits (binarized afresh each batch) and on
