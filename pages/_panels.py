@@ -199,7 +199,8 @@ def metrics_panel(p: Picked, key_prefix: str,
                 st.info("This checkpoint has no loss log (history.csv.gz).")
             else:
                 st.plotly_chart(history_figure(history), key=f"{key_prefix}_metrics_loss")
-                st.download_button("Loss log (CSV)", data=history.to_csv(index=False),
+                # a callable: the CSV text is made on click, not on every rerun of the tab
+                st.download_button("Loss log (CSV)", data=lambda: history.to_csv(index=False),
                                    file_name=f"{info.name}-history.csv", mime="text/csv",
                                    key=f"{key_prefix}_dl_history", on_click="ignore", icon=":material/download:",
                                    help=f"one row per training step, {len(history):,} rows")

@@ -49,15 +49,13 @@ def read_history(folder: str | Path) -> pd.DataFrame | None:
     path = history_file(folder)
     if path is None:
         return None
+    packed = path.name == HISTORY_FILE
     try:
-        if path.name == HISTORY_FILE:
-            with gzip.open(path, "rb") as fh:
-                data = fh.read(MAX_HISTORY_BYTES + 1)
-        else:
-            with open(path, "rb") as fh:
-                data = fh.read(MAX_HISTORY_BYTES + 1)
-    except (OSError, EOFError, zlib.error) as err:
-        raise CheckpointError(f"the loss log {path} cannot be read: it is not a complete gzip file ({err})") from None
+        with (gzip.open if packed else open)(path, "rb") as fh:
+            data = fh.read(MAX_HISTORY_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as err:   # a gzip file cut short raises EOFError, a foreign one OSError
+        why = "it is not a complete gzip file" if packed else "the file cannot be opened"
+        raise CheckpointError(f"the loss log {path} cannot be read: {why} ({err})") from None
     if len(data) > MAX_HISTORY_BYTES:
         raise CheckpointError(f"the loss log {path} unpacks to more than {MAX_HISTORY_BYTES // 2**20} MiB, far more "
                               "than any training run writes; it was not read")
