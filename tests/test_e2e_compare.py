@@ -129,3 +129,27 @@ def test_the_metrics_tab_names_metrics_with_units_not_raw_keys(app_server, page)
     assert "Fréchet distance ↓" in text and "training steps" in text
     assert "frechet_distance" not in text and "train_steps" not in text
     assert page.locator(EXCEPTION).count() == 0
+
+
+def test_the_metrics_tab_downloads_the_whole_loss_log_as_csv(app_server, app_checkpoints, page):  # noqa: F811
+    import csv
+    import json
+    import math
+
+    page.goto(app_server["url"] + "/autoencoders")
+    page.get_by_role("tab", name="Metrics & downloads").click()
+    button = page.get_by_role("button", name="Loss log (CSV)")
+    button.wait_for()
+    wait_idle(page)
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1   # the loss curve beside the table
+    with page.expect_download() as download:
+        button.click()
+    name = download.value.suggested_filename
+    assert name.endswith("-history.csv")
+    rows = list(csv.DictReader(open(download.value.path(), newline="")))
+    # every step of the checkpoint on show, unpacked from its history.csv.gz
+    metrics = json.loads((app_checkpoints / name.removesuffix("-history.csv") / "metrics.json").read_text())
+    assert [int(r["step"]) for r in rows] == list(range(1, metrics["train_steps"] + 1))
+    assert {"loss", "recon"} <= set(rows[0]) and all(math.isfinite(float(r["loss"])) for r in rows)
+    assert page.locator(EXCEPTION).count() == 0
+
