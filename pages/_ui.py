@@ -384,11 +384,20 @@ def scalars_figure(history: pd.DataFrame | list[dict[str, float]], left: Sequenc
     return fig
 
 
+# The curve a loss log is read by, found by the logged column that names its unit (the first one present),
+# with its axis title: a flow's bits/dim is not a VAE's reconstruction loss.
+LOSS_CURVES = (("recon", "reconstruction loss (nats/image)"),
+               ("bits_per_dim", "bits/dim (8-bit digits)"),
+               ("nats", "−log p(x) (nats/image, binarized digits)"),
+               ("reconstruction_error", "reconstruction error (mean squared, per pixel)"))
+
+
 def loss_figure(history: pd.DataFrame | list[dict[str, float]], height: int = 320) -> go.Figure:
-    """Reconstruction loss (left axis) and KL (right axis, when logged) against step."""
+    """The log's main curve (left axis, titled by its unit; ``LOSS_CURVES``) and KL (right axis, when
+    logged) against step."""
     df = history if isinstance(history, pd.DataFrame) else pd.DataFrame(history)
-    main = "recon" if "recon" in df else "loss"
-    return scalars_figure(df, [main], ["kl"], "reconstruction loss (nats/image)", "KL (nats/image)", height)
+    main, title = next(((key, title) for key, title in LOSS_CURVES if key in df), ("loss", "training loss"))
+    return scalars_figure(df, [main], ["kl"], title, "KL (nats/image)", height)
 
 
 # -- lazy tabs -----------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ stand-ins trained on the spot), sampling on the real background runner, no mocks
 from __future__ import annotations
 
 import pytest
-from test_app_pages import captions, open_family_page, run_clean, show_family_tab, texts
+from test_app_pages import captions, loss_axis_title, shipped, open_family_page, run_clean, show_family_tab, texts
 
 from genlib.background import get as get_job
 
@@ -57,3 +57,6 @@ def test_the_likelihood_tab(app_env):
     assert "AUROC digits vs non-digits" in labels and any(label.startswith("test digits, mean") for label in labels)
     show_tab(at, "Metrics & downloads")
     assert at.table
+    data = shipped("pixelcnn").model_config["data"]   # the checkpoint on show: its loss's unit follows its data
+    assert loss_axis_title(at) == {"8-bit": "bits/dim (8-bit digits)",
+                                   "binarized": "−log p(x) (nats/image, binarized digits)"}[data]

@@ -2,7 +2,7 @@
 tiny stand-in trained on the spot), scikit-learn's baseline on the real background runner, no mocks."""
 from __future__ import annotations
 
-from test_app_pages import captions, open_family_page, run_clean, show_family_tab, texts
+from test_app_pages import captions, loss_axis_title, open_family_page, run_clean, show_family_tab, texts
 
 from genlib.background import get as get_job
 
@@ -42,6 +42,7 @@ def test_filters_free_energy_likelihood_and_metrics(app_env):
     assert "pseudo-log-likelihood" in labels
     show_tab(at, "Metrics & downloads")
     assert at.table
+    assert loss_axis_title(at) == "reconstruction error (mean squared, per pixel)"   # the curve the issue asks for
 
 
 def test_the_features_comparison_runs_in_the_background(app_env):

@@ -3,7 +3,7 @@ stand-ins trained on the spot), no mocks."""
 from __future__ import annotations
 
 import pytest
-from test_app_pages import captions, open_family_page, open_page, run_clean, show_family_tab, texts
+from test_app_pages import captions, loss_axis_title, open_family_page, open_page, run_clean, show_family_tab, texts
 
 from genlib.background import get as get_job
 from genlib.data import mnist
@@ -46,6 +46,7 @@ def test_every_tab_of_the_flows_page(app_env, family):
 
     show_tab(at, "Metrics & downloads")
     assert at.table
+    assert loss_axis_title(at) == "bits/dim (8-bit digits)"   # a flow's loss, not a VAE's reconstruction loss
 
 
 def test_an_uploaded_digit_shows_its_latents_and_a_bad_upload_says_why(app_env):

@@ -10,6 +10,7 @@ the router's sidebar is checked on the first run and the seed is set through ses
 from __future__ import annotations
 
 import html
+import json
 import re
 import time
 from pathlib import Path
@@ -73,6 +74,13 @@ def show_family_tab(at: AppTest, prefix: str, tab: str) -> AppTest:
 
 def captions(at: AppTest) -> list[str]:
     return [c for image in at.get("image") for c in image.captions]
+
+
+def loss_axis_title(at: AppTest) -> str:
+    """The left axis title of the Metrics tab's loss chart (the tab's only chart)."""
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1, len(charts)
+    return json.loads(charts[0].proto.spec)["layout"]["yaxis"]["title"]["text"]
 
 
 def texts(elements) -> list[str]:
