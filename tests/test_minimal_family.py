@@ -127,6 +127,11 @@ def test_the_minimal_family_is_selectable_on_compare(minimal_copy):
         picker = at.multiselect(key="cmp_models")
         assert any("mine-for-compare" in option for option in picker.options), picker.options
         print("ok", [e.value for e in at.error])
+        # Compare scores the new run in a background thread; let it end before the interpreter does, or a
+        # torch op still running in that daemon thread aborts the exit ("terminate called", exit -6).
+        from genlib import background
+        for work in background.works():
+            work.wait(timeout=300)
     """)
     proc = run(copy, env, "-c", script)
     assert "ok" in proc.stdout and "cannot" not in proc.stdout, proc.stdout
