@@ -17,7 +17,7 @@ import genlib
 from genlib import ConfigError, TrainConfig, Trainer, TrainingDiverged
 from genlib.data import mnist, training_set
 from genlib.families.gan import D_WIN_STEPS, LOSS_NAMES, LOSSES, DWinDetector, gradient_penalty, r1_penalty, slerp
-from genlib.families.gan.networks import MinibatchStd, translate
+from genlib.families.gan.networks import MinibatchStd, cutout, translate
 from genlib.model import StepTools
 from genlib.runs import save_run, train_run
 from genlib.training import TrainResult
@@ -74,6 +74,7 @@ def test_every_loss_and_family_trains_through_the_trainer(family, loss, core_tin
     {"r1_gamma": 1.0, "augment": True},
     {"d_dropout": 0.3},
     {"minibatch_std": True, "augment": True},
+    {"augment": True, "cutout": True},
 ])
 def test_variants_train(overrides, core_tiny_model, core_slice):
     model = core_tiny_model("dcgan", **overrides)
@@ -358,9 +359,34 @@ def test_minibatch_std_tells_a_collapsed_batch_from_a_varied_one():
 
 
 @pytest.mark.parametrize("family, overrides",
-                         [("dcgan", {}), ("cgan", {}), ("cgan", {"d_conditioning": "projection"})])
+                         [("mlp-gan", {}), ("dcgan", {}), ("cgan", {}), ("cgan", {"d_conditioning": "projection"})])
 def test_minibatch_std_discriminator_sees_the_extra_map(family, overrides, core_tiny_model):
     model = core_tiny_model(family, minibatch_std=True, **overrides)
     assert any(isinstance(m, MinibatchStd) for m in model.discriminator.modules())
     labels = model.default_labels(4)
     assert model.critic(torch.rand(4, 1, 28, 28) * 2 - 1, labels).shape == (4, 1)
+
+
+def test_the_mlp_gan_trains_with_minibatch_std_and_augment_and_keeps_its_old_layer_names(core_tiny_model, core_slice):
+    plain, spread = core_tiny_model("mlp-gan"), core_tiny_model("mlp-gan", minibatch_std=True, augment=True)
+    # the option inserts a layer, so only a model that asks for it has the shifted names
+    assert "discriminator.5.weight" in plain.state_dict() and "discriminator.6.weight" in spread.state_dict()
+    assert spread.discriminator[-2].in_features == plain.discriminator[-2].in_features + 1
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 28, 28)
+    assert not torch.equal(spread.augmented(x), x) and torch.equal(plain.augmented(x), x)
+    result = Trainer(_cfg(max_steps=2)).fit(spread, *core_slice)
+    assert result.steps == 2 and all(math.isfinite(v) for v in result.history[-1].values())
+
+
+def test_cutout_blanks_one_square_of_half_the_side_and_passes_gradients_elsewhere():
+    torch.manual_seed(0)
+    x = torch.ones(500, 1, 28, 28, requires_grad=True)
+    out = cutout(x)
+    blank = out.detach()[:, 0] == 0                                  # (B,28,28)
+    rows, cols = blank.any(2).sum(1), blank.any(1).sum(1)             # the square's extent per image
+    assert torch.equal(blank.sum((1, 2)), rows * cols)               # one axis-aligned rectangle each
+    assert rows.max() == 14 and cols.max() == 14 and rows.min() >= 7  # 14x14, cut by the edge at most by half
+    assert (rows == 14).float().mean() > 0.3                          # most squares lie wholly inside
+    out.sum().backward()
+    assert torch.equal(x.grad[:, 0] == 0, blank)                     # no gradient through blanked pixels only

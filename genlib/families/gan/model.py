@@ -6,10 +6,13 @@ G's tanh output back with (x+1)/2. Shapes (B batch, Z noise_dim, w width, E embe
 
     mlp-gan  G: z (B,Z) -> (B,h) -> (B,2h) -> tanh (B,784) -> (B,1,28,28)
              D: x (B,1,28,28) -> (B,784) -> (B,2h) -> (B,h) -> score (B,1)
+             minibatch_std appends the batch's spread as one more unit (B,h+1) before the score
     dcgan    G: z (B,Z) -fc-> (B,2w,7,7) -BN,ReLU,deconv s2-> (B,w,14,14) -BN,ReLU,deconv s2-> tanh (B,1,28,28)
              D: x (B,1,28,28) -conv s2-> (B,w,14,14) -conv s2-> (B,2w,7,7) -fc-> score (B,1)
              g_convs adds 3x3 conv layers at 7x7 and 14x14; augment shifts D's inputs (DiffAugment)
              minibatch_std appends a batch-spread map at D's 7x7 level; d_dropout follows each D conv
+    augment (either family) shifts the images D sees by up to 3 pixels (DiffAugment's translation); cutout
+    blanks a square of half their side
     cgan     as dcgan; G sees [z, embed(y)] (B,Z+E); D sees [x, embed(y) as a 28x28 plane] (B,2,28,28),
              or, with d_conditioning="projection", scores psi(phi(x)) + <embed(y), phi(x)> (B,1)
 
@@ -35,7 +38,7 @@ from torch import Tensor, nn
 from genlib.config import ConfigError, setting
 from genlib.data import TRAINING_SETS
 from genlib.families.gan.networks import (ProjectionDiscriminator, conv_discriminator, conv_generator,
-                                          mlp_discriminator, mlp_generator, translate)
+                                          cutout, mlp_discriminator, mlp_generator, translate)
 from genlib.model import (KINDS_BY_DATASET, DataKind, GenerativeModel, ModelConfig, SamplingCallback, SamplingOptions,
                           SamplingStep, StepOutput, StepTools)
 from genlib.registry import register
@@ -171,6 +174,12 @@ class GANConfig(ModelConfig):
     adam_beta1: float = setting(0.5, "Adam beta1 for both networks (0.5 is the DCGAN choice)", min=0.0, max=0.999)
     d_output: str = setting("logit", "D's last layer: a raw logit, or a sigmoid probability (the textbook GAN)",
                             choices=tuple(LOSSES))
+    augment: bool = setting(False, "DiffAugment: shift real and generated images by up to 3 pixels before D sees "
+                                   "them (differentiable), so D cannot memorise a small training set")
+    cutout: bool = setting(False, "DiffAugment's cutout: blank a random square of half the image's side in the images "
+                                  "D sees (real and generated, differentiable)")
+    minibatch_std: bool = setting(False, "ProGAN's minibatch standard deviation: D sees how varied each batch is, so a "
+                                         "generator collapsing onto a few images is caught")
     dataset: str = setting("mnist", "training images: MNIST digits or 100 LFW faces", choices=tuple(TRAINING_SETS))
 
     def __post_init__(self) -> None:
@@ -196,12 +205,8 @@ class DCGANConfig(GANConfig):
     d_width: int = setting(32, "channels of D's 14x14 layer (its 7x7 layer has twice as many)", min=4, max=256)
     g_convs: int = setting(0, "extra 3x3 conv layers (BatchNorm, ReLU) at each of G's 7x7 and 14x14 levels; "
                               "the TF tutorial's G has one stride-1 layer at 7x7", min=0, max=3)
-    augment: bool = setting(False, "DiffAugment: shift real and generated images by up to 3 pixels before D sees "
-                                   "them (differentiable), so D cannot memorise a small training set")
     d_dropout: float = setting(0.0, "dropout after each of D's conv layers (the TF tutorial uses 0.3): a noisier, "
                                     "slower D", min=0.0, max=0.9)
-    minibatch_std: bool = setting(False, "ProGAN's minibatch standard deviation: D sees how varied each batch is, so a "
-                                         "generator collapsing onto a few images is caught")
 
 
 @dataclass(frozen=True)
@@ -262,8 +267,9 @@ class GAN(GenerativeModel):
         return self.discriminator(x)
 
     def augmented(self, x: Tensor) -> Tensor:
-        """Images as D sees them in training: DiffAugment-shifted when ``augment`` is set."""
-        return translate(x) if getattr(self.config, "augment", False) else x
+        """Images as D sees them in training: DiffAugment-shifted (``augment``), then cut out (``cutout``)."""
+        x = translate(x) if self.config.augment else x
+        return cutout(x) if self.config.cutout else x
 
     def training_critic(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """``critic`` as training calls it, on ``augmented`` images."""
@@ -400,7 +406,7 @@ class MLPGAN(GAN):
         """Fully connected G and D."""
         c = self.config
         return (mlp_generator(c.noise_dim, c.hidden),
-                mlp_discriminator(c.hidden, c.spectral_norm, c.d_output == "sigmoid"))
+                mlp_discriminator(c.hidden, c.spectral_norm, c.d_output == "sigmoid", c.minibatch_std))
 
 
 @register("dcgan")

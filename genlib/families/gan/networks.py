@@ -1,5 +1,5 @@
 """The GAN families' networks: MLP and conv generators and discriminators, the projection
-discriminator, and DiffAugment's translation. Plain modules; model.py beside this file wires them
+discriminator, and DiffAugment's translation and cutout. Plain modules; model.py beside this file wires them
 into models (label embeddings, losses, the two-optimizer step).
 """
 from __future__ import annotations
@@ -21,11 +21,16 @@ def mlp_generator(in_dim: int, hidden: int) -> nn.Sequential:
                          nn.Linear(2 * hidden, 28 * 28), nn.Tanh(), nn.Unflatten(1, (1, 28, 28)))
 
 
-def mlp_discriminator(hidden: int, sn: bool, sigmoid: bool) -> nn.Sequential:
-    """images (B,1,28,28) -> scores (B,1)."""
+def mlp_discriminator(hidden: int, sn: bool, sigmoid: bool, minibatch_std: bool = False) -> nn.Sequential:
+    """images (B,1,28,28) -> scores (B,1).
+
+    ``minibatch_std`` appends a MinibatchStd unit to the last hidden layer, (B,h) -> (B,h+1); it exists
+    only when asked for, so checkpoints saved without it keep their layer names.
+    """
     return nn.Sequential(nn.Flatten(), _sn(nn.Linear(28 * 28, 2 * hidden), sn), nn.LeakyReLU(0.2),
                          _sn(nn.Linear(2 * hidden, hidden), sn), nn.LeakyReLU(0.2),
-                         _sn(nn.Linear(hidden, 1), sn), nn.Sigmoid() if sigmoid else nn.Identity())
+                         *([MinibatchStd()] if minibatch_std else []),
+                         _sn(nn.Linear(hidden + minibatch_std, 1), sn), nn.Sigmoid() if sigmoid else nn.Identity())
 
 
 def _refine(channels: int, convs: int) -> list[nn.Module]:
@@ -62,7 +67,7 @@ def feature_size(w: int, minibatch_std: bool) -> int:
 
 
 class MinibatchStd(nn.Module):
-    """ProGAN's minibatch standard deviation (Karras et al. 2018): (B,C,H,W) -> (B,C+1,H,W).
+    """ProGAN's minibatch standard deviation (Karras et al. 2018): (B,C,H,W) -> (B,C+1,H,W), or (B,F) -> (B,F+1).
 
     The extra map holds one number for the whole batch, the mean over features of their standard
     deviation across the batch. A generator that collapses onto a few images makes it small, so D
@@ -70,7 +75,7 @@ class MinibatchStd(nn.Module):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        """x (B,C,H,W) with the batch's mean feature std appended as one more map: (B,C+1,H,W)."""
+        """x (B,C,...) with the batch's mean feature std appended as one more channel: (B,C+1,...)."""
         spread = (x.float().var(0, unbiased=False) + 1e-8).sqrt().mean().to(x.dtype)  # scalar
         return torch.cat([x, spread.expand(x.shape[0], 1, *x.shape[2:])], 1)
 
@@ -113,3 +118,20 @@ def translate(images: Tensor, max_shift: int = 3) -> Tensor:
     theta[:, 0, 2], theta[:, 1, 2] = 2 * shift[:, 0] / w, 2 * shift[:, 1] / h  # normalised [-1,1] coordinates
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid.to(images.dtype), mode="nearest", padding_mode="border", align_corners=False)
+
+
+def cutout(images: Tensor, ratio: float = 0.5) -> Tensor:
+    """DiffAugment's cutout: each image (B,C,H,W) gets a random square of ``ratio`` times its side set to 0.
+
+    0 is mid-grey in G's [-1,1] range, as in DiffAugment. A multiplied mask, so gradients flow back to G
+    through the pixels that stay.
+    """
+    b, _, h, w = images.shape
+    size_h, size_w = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    # the square's centre (B,2), anywhere in the image; the square may run off its edge
+    top = torch.randint(0, h + (1 - size_h % 2), (b, 1, 1), device=images.device) - size_h // 2
+    left = torch.randint(0, w + (1 - size_w % 2), (b, 1, 1), device=images.device) - size_w // 2
+    rows = torch.arange(h, device=images.device).view(1, h, 1)
+    cols = torch.arange(w, device=images.device).view(1, 1, w)
+    inside = (rows >= top) & (rows < top + size_h) & (cols >= left) & (cols < left + size_w)  # (B,H,W)
+    return images * (~inside).unsqueeze(1).to(images.dtype)
