@@ -390,3 +390,16 @@ def test_cutout_blanks_one_square_of_half_the_side_and_passes_gradients_elsewher
     assert (rows == 14).float().mean() > 0.3                          # most squares lie wholly inside
     out.sum().backward()
     assert torch.equal(x.grad[:, 0] == 0, blank)                     # no gradient through blanked pixels only
+
+
+def test_a_packed_mlp_discriminator_scores_packs_and_trains(core_tiny_model, core_slice):
+    model = core_tiny_model("mlp-gan", pack=2)
+    x = torch.rand(7, 1, 28, 28) * 2 - 1
+    assert model.critic(x).shape == (3, 1)  # three whole packs of two; the odd image is left out
+    pair = torch.stack([x[0], x[1]])
+    swapped = torch.stack([x[1], x[0]])
+    assert not torch.allclose(model.critic(pair), model.critic(swapped))  # D reads the pack as one input
+    with pytest.raises(ValueError, match="packs of 2 images; this batch has only 1"):
+        model.critic(x[:1])
+    result = Trainer(_cfg(max_steps=2)).fit(model, *core_slice)
+    assert result.steps == 2 and all(math.isfinite(v) for v in result.history[-1].values())

@@ -6,7 +6,8 @@ G's tanh output back with (x+1)/2. Shapes (B batch, Z noise_dim, w width, E embe
 
     mlp-gan  G: z (B,Z) -> (B,h) -> (B,2h) -> tanh (B,784) -> (B,1,28,28)
              D: x (B,1,28,28) -> (B,784) -> (B,2h) -> (B,h) -> score (B,1)
-             minibatch_std appends the batch's spread as one more unit (B,h+1) before the score
+             minibatch_std appends the batch's spread as one more unit (B,h+1) before the score;
+             pack k: D reads k images at once, (B//k, k*784) -> (B//k,1) (PacGAN)
     dcgan    G: z (B,Z) -fc-> (B,2w,7,7) -BN,ReLU,deconv s2-> (B,w,14,14) -BN,ReLU,deconv s2-> tanh (B,1,28,28)
              D: x (B,1,28,28) -conv s2-> (B,w,14,14) -conv s2-> (B,2w,7,7) -fc-> score (B,1)
              g_convs adds 3x3 conv layers at 7x7 and 14x14; augment shifts D's inputs (DiffAugment)
@@ -195,6 +196,8 @@ class MLPGANConfig(GANConfig):
 
     hidden: int = setting(256, "units of G's first and D's last hidden layer (the other has twice as many)",
                           min=8, max=2048)
+    pack: int = setting(1, "PacGAN (Lin et al. 2018): D judges packs of this many images at once, real or generated, "
+                           "so a generator repeating itself is easy to catch (1 = one image at a time)", min=1, max=8)
 
 
 @dataclass(frozen=True)
@@ -403,10 +406,20 @@ class MLPGAN(GAN):
     description = "Textbook GAN with fully connected generator and discriminator"
 
     def build(self) -> tuple[nn.Module, nn.Module]:
-        """Fully connected G and D."""
+        """Fully connected G and D; D's input is ``pack`` images side by side."""
         c = self.config
         return (mlp_generator(c.noise_dim, c.hidden),
-                mlp_discriminator(c.hidden, c.spectral_norm, c.d_output == "sigmoid", c.minibatch_std))
+                mlp_discriminator(c.hidden, c.spectral_norm, c.d_output == "sigmoid", c.minibatch_std, c.pack))
+
+    def critic(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """D on packs: images (B,1,28,28) -> scores (B//pack,1), each for ``pack`` consecutive images.
+
+        A batch that is not a whole number of packs leaves its last images out.
+        """
+        k = self.config.pack
+        if x.shape[0] < k:
+            raise ValueError(f"the discriminator judges packs of {k} images; this batch has only {x.shape[0]}")
+        return self.discriminator(x[: x.shape[0] // k * k].reshape(-1, k * 28 * 28))  # (B//k, k*784)
 
 
 @register("dcgan")

@@ -21,13 +21,14 @@ def mlp_generator(in_dim: int, hidden: int) -> nn.Sequential:
                          nn.Linear(2 * hidden, 28 * 28), nn.Tanh(), nn.Unflatten(1, (1, 28, 28)))
 
 
-def mlp_discriminator(hidden: int, sn: bool, sigmoid: bool, minibatch_std: bool = False) -> nn.Sequential:
-    """images (B,1,28,28) -> scores (B,1).
+def mlp_discriminator(hidden: int, sn: bool, sigmoid: bool, minibatch_std: bool = False, pack: int = 1
+                      ) -> nn.Sequential:
+    """``pack`` images side by side (N,pack*784) (or one image (N,1,28,28)) -> scores (N,1).
 
-    ``minibatch_std`` appends a MinibatchStd unit to the last hidden layer, (B,h) -> (B,h+1); it exists
+    ``minibatch_std`` appends a MinibatchStd unit to the last hidden layer, (N,h) -> (N,h+1); it exists
     only when asked for, so checkpoints saved without it keep their layer names.
     """
-    return nn.Sequential(nn.Flatten(), _sn(nn.Linear(28 * 28, 2 * hidden), sn), nn.LeakyReLU(0.2),
+    return nn.Sequential(nn.Flatten(), _sn(nn.Linear(pack * 28 * 28, 2 * hidden), sn), nn.LeakyReLU(0.2),
                          _sn(nn.Linear(2 * hidden, hidden), sn), nn.LeakyReLU(0.2),
                          *([MinibatchStd()] if minibatch_std else []),
                          _sn(nn.Linear(hidden + minibatch_std, 1), sn), nn.Sigmoid() if sigmoid else nn.Identity())
