@@ -18,7 +18,7 @@ want vae-logistic-mnist && run vae-logistic-mnist python -m genlib train vae --o
 want cvae-mnist   && run cvae-mnist   python -m genlib train cvae --out checkpoints/cvae-mnist   --epochs 150 --kl-warmup-steps 1000 --ema-decay 0.999 --prior-components 3
 want ae-mnist     && run ae-mnist     python -m genlib train ae   --out checkpoints/ae-mnist     --epochs 100 --ema-decay 0.999 --prior-components 20
 want dae-mnist    && run dae-mnist    python -m genlib train dae  --out checkpoints/dae-mnist    --epochs 100 --noise-std 0.5 --ema-decay 0.999 --prior-components 20
-want mlp-gan-mnist && run mlp-gan-mnist python -m genlib train mlp-gan --out checkpoints/mlp-gan-mnist --loss hinge --spectral-norm --ema-decay 0.999 --lr 2e-4 --batch-size 64 --epochs 400 --max-steps 20000 --preview-every 2000
+want mlp-gan-mnist && run mlp-gan-mnist python -m genlib train mlp-gan --out checkpoints/mlp-gan-mnist --loss hinge --spectral-norm --ema-decay 0.999 --lr 2e-4 --batch-size 64 --epochs 500 --max-steps 28000 --preview-every 2000
 want dcgan-mnist   && run dcgan-mnist   python -m genlib train dcgan   --out checkpoints/dcgan-mnist --g-width 64 --d-width 64 --g-convs 1 --loss lsgan --augment --minibatch-std --ema-decay 0.995 --lr 6e-4 --batch-size 64 --epochs 60 --max-steps 3000 --preview-every 1000
 want cgan-mnist    && run cgan-mnist    python -m genlib train cgan    --out checkpoints/cgan-mnist --loss hinge --spectral-norm --g-width 64 --d-width 64 --g-convs 1 --augment --ema-decay 0.999 --lr 2e-4 --batch-size 64 --epochs 80 --max-steps 4000 --preview-every 500
 # Normalizing flows, by exact maximum likelihood on the dequantized 8-bit digits (each under 30 min on one core).
