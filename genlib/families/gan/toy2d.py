@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from genlib import background
 from genlib.background import Control, Failed, Work
 from genlib.config import Config, setting
-from genlib.families.gan.model import LOSS_NAMES, LOSSES, gradient_penalty
+from genlib.families.gan.losses import LOSS_NAMES, LOSSES, gradient_penalty
 from genlib.toy_data import DISTRIBUTIONS, GAUSSIAN_MEAN, init_linear_, sample_distribution  # noqa: F401 - re-exported
 from genlib.training import TrainingDiverged
 
