@@ -119,6 +119,7 @@ def main() -> None:
     out = Path(args.out)
     stored_path = out.with_suffix(".json")
     stored = {} if args.retrain_reference else stored_references(stored_path)
+    checks = stored_checks(stored_path)  # kept even with --retrain-reference: they are rewritten with the runs
     rows, fd = [], {"reference": [], "shipped": []}
     for seed in args.seeds:
         reference = stored.get(seed)
@@ -130,10 +131,9 @@ def main() -> None:
                 picture = model.sample(64, generator=torch.Generator().manual_seed(0))
                 out.with_suffix(".png").write_bytes(grid_png(picture))
             stored[seed] = reference
-            write_runs(stored_path, stored, stored_checks(stored_path))
+            write_runs(stored_path, stored, checks)
         rows.append((f"reference: TF tutorial DCGAN, seed {seed}", reference["metrics"], reference["seconds"], steps))
         fd["reference"].append(reference["metrics"]["frechet_distance"])
-    checks = stored_checks(stored_path)
     if args.check_lr is not None:
         seed = args.seeds[0]
         if not any(c["seed"] == seed and c["lr"] == args.check_lr and c["steps"] == steps for c in checks):

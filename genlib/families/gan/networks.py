@@ -129,7 +129,7 @@ def cutout(images: Tensor, ratio: float = 0.5) -> Tensor:
     """
     b, _, h, w = images.shape
     size_h, size_w = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    # the square's centre (B,2), anywhere in the image; the square may run off its edge
+    # each square's top-left corner (B,1,1) each: its centre lies anywhere in the image, so it may run off the edge
     top = torch.randint(0, h + (1 - size_h % 2), (b, 1, 1), device=images.device) - size_h // 2
     left = torch.randint(0, w + (1 - size_w % 2), (b, 1, 1), device=images.device) - size_w // 2
     rows = torch.arange(h, device=images.device).view(1, h, 1)
