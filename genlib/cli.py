@@ -95,19 +95,26 @@ def cmd_list(_: argparse.Namespace) -> int:
     return 0
 
 
+def train_settings(family: str, argv: Sequence[str]) -> tuple[str, Config, TrainConfig]:
+    """The folder, model config and training config that ``python -m genlib train FAMILY *argv`` would use.
+
+    Raises SystemExit (argparse's usage message) on an unknown flag, ConfigError on a bad value.
+    """
+    cls = get_family(family)
+    # --out lives here, not on the `train` subcommand, so `train FAMILY --help` works without it.
+    parser = argparse.ArgumentParser(prog=f"python -m genlib train {family}")
+    parser.add_argument("--out", required=True, help="checkpoint folder to write")
+    _add_config_flags(parser, cls.Config, f"{family} model")
+    _add_config_flags(parser, TrainConfig, "training")
+    opts = parser.parse_args(argv)
+    return opts.out, cls.Config.from_dict(_picked(opts, cls.Config)), TrainConfig.from_dict(_picked(opts, TrainConfig))
+
+
 def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     """Train a fresh model of ``args.family`` with flags generated from its config, and save the folder."""
     from genlib.runs import train_run
 
-    cls = get_family(args.family)
-    # --out lives here, not on the `train` subcommand, so `train FAMILY --help` works without it.
-    parser = argparse.ArgumentParser(prog=f"python -m genlib train {args.family}")
-    parser.add_argument("--out", required=True, help="checkpoint folder to write")
-    _add_config_flags(parser, cls.Config, f"{args.family} model")
-    _add_config_flags(parser, TrainConfig, "training")
-    opts = parser.parse_args(extra)
-    model_config = cls.Config.from_dict(_picked(opts, cls.Config))
-    train = TrainConfig.from_dict(_picked(opts, TrainConfig))
+    out, model_config, train = train_settings(args.family, extra)
     try:
         pick_device(train.device)  # refuse --device cuda without a GPU now, as a one-line error
     except RuntimeError as err:
@@ -119,7 +126,7 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
             print(f"step {progress.step}/{progress.total_steps} epoch {progress.epoch} {scalars} "
                   f"eta {progress.eta_s:.0f}s", flush=True)
 
-    train_run(args.family, model_config, train, opts.out, callbacks=[report], log=print)
+    train_run(args.family, model_config, train, out, callbacks=[report], log=print)
     return 0
 
 

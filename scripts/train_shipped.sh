@@ -2,12 +2,13 @@
 # The exact commands that made every shipped checkpoint, on a 2-core CPU (no GPU).
 # One torch thread per run: two runs side by side beat one run fighting over both cores.
 # Usage: bash scripts/train_shipped.sh [name ...]   (default: all, in this order)
+# GENLIB_DRY_RUN=1 prints each command, shell-quoted, instead of running it (tests/test_shipped_recipes.py reads them).
 # Each run scores itself with the evaluator at the end (metrics.json). After retraining the
 # evaluator, re-score the others with: python -m genlib eval NAME --write
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-run() { echo "== $1"; shift; time "$@"; }
+run() { echo "== $1"; shift; if [ -n "${GENLIB_DRY_RUN:-}" ]; then printf '%q ' "$@"; echo; else time "$@"; fi; }
 want() { [ ${#ALL[@]} -eq 0 ] || [[ " ${ALL[*]} " == *" $1 "* ]]; }
 ALL=("$@")
 want digit-classifier && run digit-classifier python -m genlib train-evaluator --out checkpoints/digit-classifier --epochs 40
