@@ -74,8 +74,9 @@ README = readme_commands()
 
 
 def test_every_shipped_generative_checkpoint_has_a_command():
-    trained = {f"checkpoints/{p.parent.name}" for p in (ROOT / "checkpoints").glob("*/config.json")
-               if "family" in json.loads(p.read_text()) and "train" in json.loads(p.read_text())}
+    configs = {f"checkpoints/{p.parent.name}": json.loads(p.read_text())
+               for p in (ROOT / "checkpoints").glob("*/config.json")}
+    trained = {out for out, config in configs.items() if "family" in config and "train" in config}
     assert len(SCRIPT) >= 20
     assert trained - set(EVERY_OUT) == set(), "shipped checkpoints that the script does not make"
     assert set(README) <= set(SCRIPT)
@@ -94,6 +95,6 @@ def test_readme_command_reproduces_the_recorded_config(out):
 
 def test_a_forgotten_flag_is_caught():
     # The README once gave vae-2d-mnist's command without --prior-components 20.
-    flags = [w for w in SCRIPT["checkpoints/vae-2d-mnist"]]
+    flags = SCRIPT["checkpoints/vae-2d-mnist"]
     i = flags.index("--prior-components")
     assert mismatches(flags[:i] + flags[i + 2:]) == {"model.prior_components": (0, 20)}
