@@ -3,8 +3,9 @@
 Measures, with freshly initialised default models (speed does not depend on the weights):
 sampling 16 digits in 20 steps with each sampler, the class-conditional model with classifier-free
 guidance (twice the batch), ``bits_per_dim`` over 1,000 digits (what scoring evaluates), and one
-training step of 128 and of 64 digits (the shipped runs use 64), and from it the minutes a
-shipped run of SHIPPED_STEPS steps takes on one idle core. Each timing is the best of ``--repeats`` runs.
+training step of 128 and of 64 digits (the shipped runs use 64), and each shipped run's own training
+step (its precision and thread count, as scripts/train_shipped.sh runs it) with the minutes its whole
+run takes from that. Each timing is the best of ``--repeats`` runs.
 
     OMP_NUM_THREADS=1 python -m benchmarks.diffusion_speed [--threads 1] [--repeats 3]
 
@@ -24,7 +25,8 @@ from genlib.families.diffusion import (SAMPLERS, CDiffusionConfig, ConditionalDi
                                        DiffusionModel)
 
 OUT = Path(__file__).with_suffix(".md")
-SHIPPED_STEPS = 1800  # --max-steps of diffusion-mnist and cdiffusion-mnist in scripts/train_shipped.sh
+# (name, --max-steps, --cpu-bf16, OMP_NUM_THREADS) of each shipped diffusion run in scripts/train_shipped.sh
+SHIPPED_RUNS = (("cdiffusion-mnist", 1800, False, 1), ("diffusion-mnist", 4500, True, 2))
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:
@@ -57,26 +59,46 @@ def main() -> None:
     digits = torch.rand(1000, 1, 28, 28)
     s = best_of(lambda: [plain.bits_per_dim(x, generator=gen()) for x in digits.split(500)], 1)
     rows.append(("diffusion: bits_per_dim of 1,000 digits (3 UNet calls each)", s))
-    plain.train()
-    opt = plain.configure_optimizers(1e-3)[0]
-    for size in (128, 64):
+
+    def train_step_seconds(model: DiffusionModel, size: int, bf16: bool) -> float:
+        model.train()
+        opt = model.configure_optimizers(1e-3)[0]
         batch = (torch.rand(size, 1, 28, 28), torch.zeros(size, dtype=torch.long))
 
         def train_step() -> None:
-            out = plain.training_step(batch, 0)
+            # as genlib.training.Trainer: the forward pass under autocast, the update in float32
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = model.training_step(batch, 0)
             opt.zero_grad()
             out.loss.backward()
             opt.step()
 
         seconds = best_of(train_step, args.repeats)
-        rows.append((f"diffusion: one training step, batch {size}", seconds))
-    rows.append((f"diffusion: the shipped run, {SHIPPED_STEPS} steps of batch 64 (minutes, from the row above)",
-                 SHIPPED_STEPS * seconds / 60))
+        model.eval()
+        return seconds
+
+    for size in (128, 64):
+        rows.append((f"diffusion: one training step, batch {size}", train_step_seconds(plain, size, False)))
+    for name, steps, bf16, threads in SHIPPED_RUNS:
+        torch.set_num_threads(threads)
+        seconds = train_step_seconds(cond if name.startswith("cdiffusion") else plain, 64, bf16)
+        how = f"batch 64, {'bf16 autocast' if bf16 else 'float32'}, {threads} thread(s)"
+        rows.append((f"{name}: one training step, {how}", seconds))
+        rows.append((f"{name}: its {steps:,} steps (minutes, from the row above)", steps * seconds / 60))
+    app_threads = 2  # the app's own setting on this 2-core machine (torch.set_num_threads(2))
+    torch.set_num_threads(app_threads)
+    s = best_of(lambda: plain.sample(16, generator=gen(), sampler="dpm-solver++", steps=20), args.repeats)
+    rows.append((f"diffusion: 16 samples, 20 dpm-solver++ steps, {app_threads} threads (as the app runs)", s))
+    s = best_of(lambda: cond.sample(16, generator=gen(), steps=20, guidance_scale=2.0), args.repeats)
+    rows.append((f"cdiffusion: 16 samples, 20 steps, guidance 2, {app_threads} threads (as the app runs)", s))
+    torch.set_num_threads(args.threads)
     lines = [f"# Diffusion speed on {platform.processor() or platform.machine()}, {args.threads} thread(s)", "",
              f"Default configs: {plain.num_parameters():,} parameters (unconditional), "
              f"{cond.num_parameters():,} (class-conditional). Best of {args.repeats} runs.", "",
              "| what | seconds |", "|---|---|"]
     lines += [f"| {name} | {seconds:.2f} |" for name, seconds in rows]
+    lines += ["", f"Rows that name a thread count ran at it; the others at {args.threads}. "
+              "Run it on an otherwise idle machine: the timings are only as quiet as the machine was."]
     OUT.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
