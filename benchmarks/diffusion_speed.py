@@ -14,6 +14,7 @@ Writes benchmarks/diffusion_speed.md and prints the table.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
 from pathlib import Path
@@ -25,8 +26,9 @@ from genlib.families.diffusion import (SAMPLERS, CDiffusionConfig, ConditionalDi
                                        DiffusionModel)
 
 OUT = Path(__file__).with_suffix(".md")
-# (name, --max-steps, --cpu-bf16, OMP_NUM_THREADS) of each shipped diffusion run in scripts/train_shipped.sh
-SHIPPED_RUNS = (("cdiffusion-mnist", 1800, False, 1), ("diffusion-mnist", 4500, True, 2))
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+# OMP_NUM_THREADS of each shipped diffusion run in scripts/train_shipped.sh (steps and precision: its config.json)
+SHIPPED_THREADS = {"cdiffusion-mnist": 1, "diffusion-mnist": 2}
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:
@@ -79,10 +81,12 @@ def main() -> None:
 
     for size in (128, 64):
         rows.append((f"diffusion: one training step, batch {size}", train_step_seconds(plain, size, False)))
-    for name, steps, bf16, threads in SHIPPED_RUNS:
+    for name, model in (("cdiffusion-mnist", cond), ("diffusion-mnist", plain)):
+        train = json.loads((CHECKPOINTS / name / "config.json").read_text())["train"]
+        steps, bf16, threads = train["max_steps"], train.get("cpu_bf16", False), SHIPPED_THREADS[name]
         torch.set_num_threads(threads)
-        seconds = train_step_seconds(cond if name.startswith("cdiffusion") else plain, 64, bf16)
-        how = f"batch 64, {'bf16 autocast' if bf16 else 'float32'}, {threads} thread(s)"
+        seconds = train_step_seconds(model, train["batch_size"], bf16)
+        how = f"batch {train['batch_size']}, {'bf16 autocast' if bf16 else 'float32'}, {threads} thread(s)"
         rows.append((f"{name}: one training step, {how}", seconds))
         rows.append((f"{name}: its {steps:,} steps (minutes, from the row above)", steps * seconds / 60))
     app_threads = 2  # the app's own setting on this 2-core machine (torch.set_num_threads(2))
