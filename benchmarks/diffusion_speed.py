@@ -28,7 +28,7 @@ from genlib.families.diffusion import (SAMPLERS, CDiffusionConfig, ConditionalDi
 OUT = Path(__file__).with_suffix(".md")
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 # OMP_NUM_THREADS of each shipped diffusion run in scripts/train_shipped.sh (steps and precision: its config.json)
-SHIPPED_THREADS = {"cdiffusion-mnist": 1, "diffusion-mnist": 2}
+SHIPPED_THREADS = {"cdiffusion-mnist": 2, "diffusion-mnist": 2}
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:

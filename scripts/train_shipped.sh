@@ -46,14 +46,14 @@ want pixelrnn-mnist      && run pixelrnn-mnist      python -m genlib train pixel
 # The RBM: 500 hidden units and CD-25, the published reference's setting; AIS (14,500 temperatures, 100 runs) at the end.
 want rbm-mnist && run rbm-mnist python -m genlib train rbm --out checkpoints/rbm-mnist --hidden 500 --cd-steps 25 --batch-size 64 --lr 0.05 --epochs 100 --preview-every 1000
 # Diffusion, then the steps-vs-quality curve that the Diffusion page shows at once (steps_quality.json in the folder).
-DIFFUSION_FLAGS=(--snr-gamma 5 --batch-size 64 --lr 1e-3 --grad-clip 1 --ema-decay 0.995 --epochs 100 --sample-steps 20 --sampler dpm-solver++)
-# The unconditional model runs alone on both cores with bf16 autocast (AMX here), 0.32 s a step instead of fp32's
-# 0.50, so 4,500 steps fit its 30 minutes (1,452 s): FD 347.0 -> 156.2 and its rarest digit 6.97% -> 8.75% over
-# 10,000 samples against the 1,800 fp32 steps on one thread before (about 24 min; benchmarks/diffusion_speed.md).
-want diffusion-mnist  && OMP_NUM_THREADS=2 run diffusion-mnist python -m genlib train diffusion --out checkpoints/diffusion-mnist \
-  "${DIFFUSION_FLAGS[@]}" --max-steps 4500 --preview-every 500 --cpu-bf16
-want cdiffusion-mnist && run cdiffusion-mnist python -m genlib train cdiffusion --out checkpoints/cdiffusion-mnist "${DIFFUSION_FLAGS[@]}" \
-  --max-steps 1800 --preview-every 200
+DIFFUSION_FLAGS=(--snr-gamma 5 --batch-size 64 --lr 1e-3 --grad-clip 1 --ema-decay 0.995 --epochs 100 --sample-steps 20 --sampler dpm-solver++
+  --max-steps 4500 --preview-every 500 --cpu-bf16)
+# Both run alone on both cores with bf16 autocast (AMX here), 0.32 s a step instead of fp32's 0.50, so 4,500 steps
+# fit their 30 minutes against the 1,800 fp32 steps on one thread before (about 24 min; benchmarks/diffusion_speed.md).
+# Unconditional (1,452 s): FD 347.0 -> 156.2 and its rarest digit 6.97% -> 8.75% over 10,000 samples.
+# Conditional (1,640 s): FD 156.0 -> 141.6, class accuracy 0.991 -> 1.000.
+want diffusion-mnist  && OMP_NUM_THREADS=2 run diffusion-mnist python -m genlib train diffusion --out checkpoints/diffusion-mnist "${DIFFUSION_FLAGS[@]}"
+want cdiffusion-mnist && OMP_NUM_THREADS=2 run cdiffusion-mnist python -m genlib train cdiffusion --out checkpoints/cdiffusion-mnist "${DIFFUSION_FLAGS[@]}"
 # Photo restoration: trained on 48x48 crops of the bundled training photos (genlib.data), never the held-out ones;
 # metrics.json holds their held-out PSNR (the Restore page and benchmarks/restoration.md compare the rest).
 # The denoiser is the residual U-Net: the 12-layer DnCNN (dncnn, still trainable) scored 29.24/27.72/25.61 dB at
