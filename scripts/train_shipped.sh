@@ -31,7 +31,7 @@ want glow-mnist    && OMP_NUM_THREADS=2 run glow-mnist python -m genlib train gl
   --logit-alpha 0.01 "${FLOW_FLAGS[@]}" --batch-size 16 --max-steps 24000 --preview-every 5000 --cpu-bf16
 # RealNVP and NICE take Glow's margin 0.01 too: 1.666 -> 1.486 bits/dim (RealNVP, 3,600 fp32 steps on one thread,
 # 1,601 s) and 3.823 -> 2.806 (NICE, 60,000 steps, 700 s). RealNVP then ran alone on both cores with bf16 autocast,
-# 0.16 s a step: 8,000 steps in 1,288 s reach 1.410 bits/dim, FD 1,183 -> 1,025, its rarest digit 4.79% -> 6.23%.
+# 0.16 s a step: 8,000 steps in 1,288 s reach 1.410 bits/dim, FD 1,183 -> 1,025, its rarest digit 4.79% -> 6.22%.
 want realnvp-mnist && OMP_NUM_THREADS=2 run realnvp-mnist python -m genlib train realnvp --out checkpoints/realnvp-mnist --hidden 64 --steps 3 \
   --logit-alpha 0.01 "${FLOW_FLAGS[@]}" --max-steps 8000 --cpu-bf16
 want nice-mnist    && run nice-mnist    python -m genlib train nice    --out checkpoints/nice-mnist    --hidden 64 --logit-alpha 0.01 \
