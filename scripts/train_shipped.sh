@@ -13,7 +13,7 @@ want() { [ ${#ALL[@]} -eq 0 ] || [[ " ${ALL[*]} " == *" $1 "* ]]; }
 ALL=("$@")
 want digit-classifier && run digit-classifier python -m genlib train-evaluator --out checkpoints/digit-classifier --epochs 40
 want vae-mnist    && run vae-mnist    python -m genlib train vae  --out checkpoints/vae-mnist    --epochs 150 --kl-warmup-steps 1000 --ema-decay 0.999 --prior-components 20
-want vae-2d-mnist && run vae-2d-mnist python -m genlib train vae  --out checkpoints/vae-2d-mnist --latent-dim 2 --hidden 128 --epochs 300 --kl-warmup-steps 1000 --ema-decay 0.999 --prior-components 20 --beta 0.3
+want vae-2d-mnist && run vae-2d-mnist python -m genlib train vae  --out checkpoints/vae-2d-mnist --latent-dim 2 --hidden 128 --epochs 350 --kl-warmup-steps 1000 --ema-decay 0.999 --prior-components 20 --beta 0.2
 # The VAE on the 8-bit likelihood panel: a discretized-logistic decoder over the 256 grey levels (smaller fc layer).
 want vae-logistic-mnist && run vae-logistic-mnist python -m genlib train vae --out checkpoints/vae-logistic-mnist --loss logistic --hidden 128 --epochs 150 --kl-warmup-steps 1000 --ema-decay 0.999 --prior-components 20
 want cvae-mnist   && run cvae-mnist   python -m genlib train cvae --out checkpoints/cvae-mnist   --epochs 150 --kl-warmup-steps 1000 --ema-decay 0.999 --prior-components 3
