@@ -27,8 +27,8 @@ from genlib.families.diffusion import (SAMPLERS, CDiffusionConfig, ConditionalDi
 
 OUT = Path(__file__).with_suffix(".md")
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
-# OMP_NUM_THREADS of each shipped diffusion run in scripts/train_shipped.sh (steps and precision: its config.json)
-SHIPPED_THREADS = {"cdiffusion-mnist": 2, "diffusion-mnist": 2}
+# OMP_NUM_THREADS of both shipped diffusion runs in scripts/train_shipped.sh (steps and precision: each config.json)
+SHIPPED_THREADS = 2
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:
@@ -83,7 +83,7 @@ def main() -> None:
         rows.append((f"diffusion: one training step, batch {size}", train_step_seconds(plain, size, False)))
     for name, model in (("cdiffusion-mnist", cond), ("diffusion-mnist", plain)):
         train = json.loads((CHECKPOINTS / name / "config.json").read_text())["train"]
-        steps, bf16, threads = train["max_steps"], train.get("cpu_bf16", False), SHIPPED_THREADS[name]
+        steps, bf16, threads = train["max_steps"], train.get("cpu_bf16", False), SHIPPED_THREADS
         torch.set_num_threads(threads)
         seconds = train_step_seconds(model, train["batch_size"], bf16)
         how = f"batch {train['batch_size']}, {'bf16 autocast' if bf16 else 'float32'}, {threads} thread(s)"
